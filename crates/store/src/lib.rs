@@ -1,0 +1,230 @@
+//! Gatehouse storage.
+//!
+//! [`Store`] is the one interface the rest of Gatehouse uses; [`sqlite::SqliteStore`] (the
+//! default, embedded) and [`postgres::PgStore`] (several nodes) implement it. Both are generated
+//! from the same SQL in `sql.rs`; the few places where the two dialects differ live in each
+//! backend's `dialect` module. Each backend applies its own migrations (`migrations/<backend>/`)
+//! when it opens. [`open`] picks the backend from a URL.
+
+use async_trait::async_trait;
+use gatehouse_core::Timestamp;
+use gatehouse_core::identity::{
+    AuthServer, Claim, Client, ClientSecret, IssuedToken, Scope, SigningKey,
+};
+use gatehouse_core::list::{ListQuery, Page};
+use std::sync::Arc;
+use uuid::Uuid;
+
+mod rows;
+#[macro_use]
+mod sql;
+pub mod postgres;
+pub mod sqlite;
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The entity (or its parent) does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint was violated.
+    #[error("unique constraint violated")]
+    Conflict,
+    /// Deleting would orphan children and `force` was not given.
+    #[error("the entity still has children")]
+    HasChildren,
+    /// A client may have at most two enabled secrets.
+    #[error("too many enabled secrets")]
+    TooManySecrets,
+    /// A stored value could not be read back.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Storage results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A shared handle to a store.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Everything Gatehouse persists. All methods are safe to call concurrently.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`sqlite` or `postgres`), for logs and `/status`.
+    fn backend(&self) -> &'static str;
+
+    /// A setting by key.
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` unless it already has a value; returns whether this call set it.
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<bool>;
+    /// Sets `key`, replacing any value.
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    /// Creates an auth server together with its first signing key.
+    async fn create_auth_server(&self, server: &AuthServer, key: &SigningKey) -> Result<()>;
+    /// An auth server by id.
+    async fn get_auth_server(&self, id: Uuid) -> Result<Option<AuthServer>>;
+    /// A page of auth servers.
+    async fn list_auth_servers(&self, q: &ListQuery) -> Result<Page<AuthServer>>;
+    /// Every auth server.
+    async fn all_auth_servers(&self) -> Result<Vec<AuthServer>>;
+    /// Saves an auth server; with `new_key`, also adds that key and retires the older ones.
+    async fn update_auth_server(
+        &self,
+        server: &AuthServer,
+        new_key: Option<&SigningKey>,
+    ) -> Result<()>;
+    /// Deletes an auth server; without `force`, refuses while scopes, claims or clients exist.
+    async fn delete_auth_server(&self, id: Uuid, force: bool) -> Result<()>;
+
+    /// Creates a scope.
+    async fn create_scope(&self, scope: &Scope) -> Result<()>;
+    /// A scope by id.
+    async fn get_scope(&self, auth_server: Uuid, id: Uuid) -> Result<Option<Scope>>;
+    /// A page of scopes.
+    async fn list_scopes(&self, auth_server: Uuid, q: &ListQuery) -> Result<Page<Scope>>;
+    /// Every scope of an auth server.
+    async fn all_scopes(&self, auth_server: Uuid) -> Result<Vec<Scope>>;
+    /// Saves a scope.
+    async fn update_scope(&self, scope: &Scope) -> Result<()>;
+    /// Deletes a scope and removes it from clients' `allow_scopes` and claims' `include_in_scopes`.
+    async fn delete_scope(&self, auth_server: Uuid, id: Uuid) -> Result<()>;
+
+    /// Creates a claim.
+    async fn create_claim(&self, claim: &Claim) -> Result<()>;
+    /// A claim by id.
+    async fn get_claim(&self, auth_server: Uuid, id: Uuid) -> Result<Option<Claim>>;
+    /// A page of claims.
+    async fn list_claims(&self, auth_server: Uuid, q: &ListQuery) -> Result<Page<Claim>>;
+    /// Every claim of an auth server.
+    async fn all_claims(&self, auth_server: Uuid) -> Result<Vec<Claim>>;
+    /// Saves a claim.
+    async fn update_claim(&self, claim: &Claim) -> Result<()>;
+    /// Deletes a claim.
+    async fn delete_claim(&self, auth_server: Uuid, id: Uuid) -> Result<()>;
+
+    /// Creates a client with its first secret.
+    async fn create_client(&self, client: &Client, secret: &ClientSecret) -> Result<()>;
+    /// A client by id.
+    async fn get_client(&self, auth_server: Uuid, id: &str) -> Result<Option<Client>>;
+    /// A page of clients.
+    async fn list_clients(&self, auth_server: Uuid, q: &ListQuery) -> Result<Page<Client>>;
+    /// Every client of an auth server.
+    async fn all_clients(&self, auth_server: Uuid) -> Result<Vec<Client>>;
+    /// Saves a client; with `secret`, its secrets are replaced by that one.
+    async fn update_client(&self, client: &Client, secret: Option<&ClientSecret>) -> Result<()>;
+    /// Creates or replaces a client and replaces its secrets by `secret`; true when created.
+    async fn upsert_client(&self, client: &Client, secret: &ClientSecret) -> Result<bool>;
+    /// Deletes a client with its secrets and tokens.
+    async fn delete_client(&self, auth_server: Uuid, id: &str) -> Result<()>;
+
+    /// Adds a secret; fails with [`StoreError::TooManySecrets`] if it is enabled and the client
+    /// already has `max_enabled` enabled secrets.
+    async fn create_secret(&self, secret: &ClientSecret, max_enabled: usize) -> Result<()>;
+    /// A page of a client's secrets.
+    async fn list_secrets(
+        &self,
+        auth_server: Uuid,
+        client: &str,
+        q: &ListQuery,
+    ) -> Result<Page<ClientSecret>>;
+    /// Every secret of every client of an auth server.
+    async fn all_secrets(&self, auth_server: Uuid) -> Result<Vec<ClientSecret>>;
+    /// A secret by id.
+    async fn get_secret(
+        &self,
+        auth_server: Uuid,
+        client: &str,
+        id: Uuid,
+    ) -> Result<Option<ClientSecret>>;
+    /// Enables or disables a secret, keeping at most `max_enabled` enabled.
+    async fn set_secret_enabled(
+        &self,
+        auth_server: Uuid,
+        client: &str,
+        id: Uuid,
+        enabled: bool,
+        max_enabled: usize,
+    ) -> Result<ClientSecret>;
+    /// Deletes a secret.
+    async fn delete_secret(&self, auth_server: Uuid, client: &str, id: Uuid) -> Result<()>;
+
+    /// Records issued tokens in one transaction.
+    async fn insert_tokens(&self, tokens: &[IssuedToken]) -> Result<()>;
+    /// A page of a client's live (unrevoked) tokens.
+    async fn list_tokens(
+        &self,
+        auth_server: Uuid,
+        client: &str,
+        q: &ListQuery,
+    ) -> Result<Page<IssuedToken>>;
+    /// A token by id (revoked ones included).
+    async fn get_token(&self, auth_server: Uuid, id: Uuid) -> Result<Option<IssuedToken>>;
+    /// Revokes one token of an auth server; returns it, or `None` if unknown.
+    async fn revoke_token(
+        &self,
+        auth_server: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<IssuedToken>>;
+    /// Revokes every live token of a client; returns `(jti, expires_at)` of each.
+    async fn revoke_client_tokens(
+        &self,
+        auth_server: Uuid,
+        client: &str,
+        at: Timestamp,
+    ) -> Result<Vec<(Uuid, Timestamp)>>;
+    /// Revoked tokens that have not expired by `now`: `(jti, expires_at)`.
+    async fn revoked_tokens(&self, now: Timestamp) -> Result<Vec<(Uuid, Timestamp)>>;
+    /// Deletes token records that expired before `before`; returns how many.
+    async fn purge_expired_tokens(&self, before: Timestamp) -> Result<u64>;
+
+    /// An auth server's signing keys, newest first.
+    async fn signing_keys(&self, auth_server: Uuid) -> Result<Vec<SigningKey>>;
+}
+
+/// Opens the store a URL names: `postgres://…`/`postgresql://…` for PostgreSQL, `sqlite://PATH`
+/// or a plain path for SQLite. Migrations are applied before this returns.
+pub async fn open(url: &str) -> Result<SharedStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    }
+}
+
+/// A column a list query may filter or sort on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Col {
+    /// The API field name.
+    pub name: &'static str,
+    /// The SQL column.
+    pub column: &'static str,
+    /// How values compare.
+    pub kind: ColKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColKind {
+    Text,
+    Bool,
+    Int,
+    /// A JSON label map; filters take `key:value`.
+    Labels,
+}
+
+pub(crate) const fn col(name: &'static str, column: &'static str, kind: ColKind) -> Col {
+    Col { name, column, kind }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,27 @@
+//! PostgreSQL spellings of what the two dialects write differently.
+
+use sqlx::{Postgres, QueryBuilder};
+
+/// `column` contains `value` (case-sensitive).
+pub(crate) fn push_contains(qb: &mut QueryBuilder<'static, Postgres>, column: &str, value: String) {
+    qb.push("strpos(")
+        .push(column)
+        .push(", ")
+        .push_bind(value)
+        .push(") > 0");
+}
+
+/// The JSON label map in `column` has `key` = `value`.
+pub(crate) fn push_label_eq(
+    qb: &mut QueryBuilder<'static, Postgres>,
+    column: &str,
+    key: String,
+    value: String,
+) {
+    qb.push("(")
+        .push(column)
+        .push("::jsonb ->> ")
+        .push_bind(key)
+        .push(") = ")
+        .push_bind(value);
+}

@@ -1,0 +1,33 @@
+//! The PostgreSQL backend, for several nodes sharing one database.
+
+use crate::sql::db_err;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+
+mod dialect;
+
+/// A store in a PostgreSQL database.
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies migrations.
+    pub async fn connect(url: &str) -> crate::Result<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(db_err)?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with explicit options (tests use this to pick a private schema).
+    pub async fn connect_with(options: PgConnectOptions) -> crate::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+sql_store!(PgStore, sqlx::Postgres, "postgres");

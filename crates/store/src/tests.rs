@@ -1,0 +1,433 @@
+//! The storage suite, run against SQLite and PostgreSQL alike.
+//!
+//! PostgreSQL is reached at `GATEHOUSE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets a private schema, dropped at the end.
+//! The suite fails, rather than skips, when PostgreSQL is unreachable.
+
+use super::*;
+use gatehouse_core::identity::*;
+use gatehouse_core::list::{Filter, FilterOp, SortKey};
+use gatehouse_core::validation::Labels;
+use sqlx::postgres::PgConnectOptions;
+use std::str::FromStr;
+
+pub(crate) fn postgres_url() -> String {
+    std::env::var("GATEHOUSE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+struct Backends {
+    stores: Vec<SharedStore>,
+    schema: String,
+    dir: std::path::PathBuf,
+}
+
+impl Backends {
+    async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("gatehouse-store-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sqlite = sqlite::SqliteStore::open(&dir.join("test.db"))
+            .await
+            .unwrap();
+        let schema = format!("gh_{id}");
+        let base = PgConnectOptions::from_str(&postgres_url()).unwrap();
+        let admin = sqlx::PgPool::connect_with(base.clone())
+            .await
+            .expect("PostgreSQL must be reachable for the storage suite");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let pg = postgres::PgStore::connect_with(base.options([("search_path", schema.as_str())]))
+            .await
+            .unwrap();
+        Self {
+            stores: vec![Arc::new(sqlite), Arc::new(pg)],
+            schema,
+            dir,
+        }
+    }
+
+    async fn cleanup(self) {
+        let admin =
+            sqlx::PgPool::connect_with(PgConnectOptions::from_str(&postgres_url()).unwrap())
+                .await
+                .unwrap();
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn server(name: &str) -> (AuthServer, SigningKey) {
+    let now = Timestamp::now();
+    let id = Uuid::new_v4();
+    let mut labels = Labels::new();
+    labels.insert("env".into(), "dev".into());
+    (
+        AuthServer {
+            id,
+            name: name.into(),
+            description: "d".into(),
+            audience: "http://myhttpbin.dev".into(),
+            signing_algorithm: SigningAlgorithm::RS256,
+            labels,
+            trusted_origins: vec![],
+            issuer_slug: gatehouse_core::ids::issuer_slug(),
+            created_at: now,
+            updated_at: now,
+        },
+        key(id),
+    )
+}
+
+fn key(auth_server_id: Uuid) -> SigningKey {
+    SigningKey {
+        id: Uuid::new_v4(),
+        auth_server_id,
+        algorithm: SigningAlgorithm::RS256,
+        encrypted_private_key: vec![1, 2, 3],
+        public_jwk: "{}".into(),
+        created_at: Timestamp::now(),
+        retired_at: None,
+    }
+}
+
+fn scope(auth_server_id: Uuid, name: &str) -> Scope {
+    let now = Timestamp::now();
+    Scope {
+        id: Uuid::new_v4(),
+        auth_server_id,
+        name: name.into(),
+        description: String::new(),
+        default: false,
+        include_in_metadata: false,
+        enabled: true,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn client(auth_server_id: Uuid, name: &str, allow: Vec<Uuid>) -> (Client, ClientSecret) {
+    let now = Timestamp::now();
+    let id = gatehouse_core::ids::client_id();
+    (
+        Client {
+            id: id.clone(),
+            auth_server_id,
+            name: name.into(),
+            grant_types: vec![GrantType::ClientCredentials],
+            response_types: vec![ResponseType::Token],
+            redirect_uris: vec![],
+            login_uri: None,
+            access_token_duration: 3600,
+            id_token_duration: 3600,
+            allow_all_scopes: false,
+            allow_scopes: allow,
+            labels: Labels::new(),
+            token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretPost,
+            created_at: now,
+            updated_at: now,
+        },
+        secret(auth_server_id, &id, true),
+    )
+}
+
+fn secret(auth_server_id: Uuid, client_id: &str, enabled: bool) -> ClientSecret {
+    let now = Timestamp::now();
+    ClientSecret {
+        id: Uuid::new_v4(),
+        auth_server_id,
+        client_id: client_id.into(),
+        hash: "hash".into(),
+        enabled,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn q() -> ListQuery {
+    ListQuery::default()
+}
+
+#[tokio::test]
+async fn auth_servers_crud_conflicts_and_lists() {
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let (a, k) = server("Appointments Dev");
+        s.create_auth_server(&a, &k).await.unwrap();
+        assert_eq!(
+            s.get_auth_server(a.id).await.unwrap().unwrap(),
+            a,
+            "{}",
+            s.backend()
+        );
+        let (dup, k2) = server("Appointments Dev");
+        assert!(matches!(
+            s.create_auth_server(&dup, &k2).await,
+            Err(StoreError::Conflict)
+        ));
+        let (other, k3) = server("Payments");
+        s.create_auth_server(&other, &k3).await.unwrap();
+
+        let mut query = q();
+        query.filters.push(Filter {
+            field: "name".into(),
+            op: FilterOp::Contains,
+            value: "point".into(),
+        });
+        let page = s.list_auth_servers(&query).await.unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!(page.items[0].name, "Appointments Dev");
+        // contains is case-sensitive in both backends
+        query.filters[0].value = "POINT".into();
+        assert_eq!(s.list_auth_servers(&query).await.unwrap().total, 0);
+
+        let mut query = q();
+        query.filters.push(Filter {
+            field: "labels".into(),
+            op: FilterOp::Eq,
+            value: "env:dev".into(),
+        });
+        assert_eq!(s.list_auth_servers(&query).await.unwrap().total, 2);
+        query.filters[0].value = "env:prod".into();
+        assert_eq!(s.list_auth_servers(&query).await.unwrap().total, 0);
+
+        let mut query = q();
+        query.sort.push(SortKey {
+            field: "name".into(),
+            desc: true,
+        });
+        query.page_size = 1;
+        let page = s.list_auth_servers(&query).await.unwrap();
+        assert_eq!((page.total, page.items[0].name.as_str()), (2, "Payments"));
+        query.page_number = 2;
+        assert_eq!(
+            s.list_auth_servers(&query).await.unwrap().items[0].name,
+            "Appointments Dev"
+        );
+
+        let mut renamed = other.clone();
+        renamed.name = "Appointments Dev".into();
+        assert!(matches!(
+            s.update_auth_server(&renamed, None).await,
+            Err(StoreError::Conflict)
+        ));
+        renamed.name = "Billing".into();
+        let k4 = key(other.id);
+        s.update_auth_server(&renamed, Some(&k4)).await.unwrap();
+        let keys = s.signing_keys(other.id).await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.iter().filter(|k| k.retired_at.is_none()).count() == 1);
+        assert_eq!(
+            keys.iter().find(|k| k.retired_at.is_none()).unwrap().id,
+            k4.id
+        );
+
+        // delete without force refuses while children exist
+        s.create_scope(&scope(a.id, "my-scope")).await.unwrap();
+        assert!(matches!(
+            s.delete_auth_server(a.id, false).await,
+            Err(StoreError::HasChildren)
+        ));
+        s.delete_auth_server(a.id, true).await.unwrap();
+        assert!(s.get_auth_server(a.id).await.unwrap().is_none());
+        assert!(s.all_scopes(a.id).await.unwrap().is_empty());
+        assert!(matches!(
+            s.delete_auth_server(a.id, true).await,
+            Err(StoreError::NotFound)
+        ));
+        s.delete_auth_server(other.id, false).await.unwrap();
+    }
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_a_scope_removes_it_from_clients_and_claims() {
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let (a, k) = server("A");
+        s.create_auth_server(&a, &k).await.unwrap();
+        let sc = scope(a.id, "my-scope");
+        let keep = scope(a.id, "other");
+        s.create_scope(&sc).await.unwrap();
+        s.create_scope(&keep).await.unwrap();
+        assert!(matches!(
+            s.create_scope(&scope(a.id, "my-scope")).await,
+            Err(StoreError::Conflict)
+        ));
+        let (c, sec) = client(a.id, "Client", vec![sc.id, keep.id]);
+        s.create_client(&c, &sec).await.unwrap();
+        let now = Timestamp::now();
+        let claim = Claim {
+            id: Uuid::new_v4(),
+            auth_server_id: a.id,
+            name: "test-claim".into(),
+            value: "test".into(),
+            include_in_token: true,
+            include_in_all_scopes: false,
+            include_in_scopes: vec![sc.id],
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+        };
+        s.create_claim(&claim).await.unwrap();
+        s.delete_scope(a.id, sc.id).await.unwrap();
+        let c2 = s.get_client(a.id, &c.id).await.unwrap().unwrap();
+        assert_eq!(c2.allow_scopes, vec![keep.id], "{}", s.backend());
+        let claim2 = s.get_claim(a.id, claim.id).await.unwrap().unwrap();
+        assert!(claim2.include_in_scopes.is_empty());
+        assert!(matches!(
+            s.delete_scope(a.id, sc.id).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn client_secrets_keep_at_most_two_enabled() {
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let (a, k) = server("A");
+        s.create_auth_server(&a, &k).await.unwrap();
+        let (c, first) = client(a.id, "Client", vec![]);
+        s.create_client(&c, &first).await.unwrap();
+        assert!(matches!(
+            s.create_client(&c, &secret(a.id, &c.id, true)).await,
+            Err(StoreError::Conflict)
+        ));
+        let second = secret(a.id, &c.id, true);
+        s.create_secret(&second, 2).await.unwrap();
+        let third = secret(a.id, &c.id, true);
+        assert!(matches!(
+            s.create_secret(&third, 2).await,
+            Err(StoreError::TooManySecrets)
+        ));
+        let disabled = secret(a.id, &c.id, false);
+        s.create_secret(&disabled, 2).await.unwrap();
+        assert!(matches!(
+            s.set_secret_enabled(a.id, &c.id, disabled.id, true, 2)
+                .await,
+            Err(StoreError::TooManySecrets)
+        ));
+        let off = s
+            .set_secret_enabled(a.id, &c.id, first.id, false, 2)
+            .await
+            .unwrap();
+        assert!(!off.enabled);
+        s.set_secret_enabled(a.id, &c.id, disabled.id, true, 2)
+            .await
+            .unwrap();
+        let mut query = q();
+        query.filters.push(Filter {
+            field: "enabled".into(),
+            op: FilterOp::Eq,
+            value: "true".into(),
+        });
+        assert_eq!(s.list_secrets(a.id, &c.id, &query).await.unwrap().total, 2);
+        s.delete_secret(a.id, &c.id, first.id).await.unwrap();
+        assert!(matches!(
+            s.delete_secret(a.id, &c.id, first.id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.create_secret(&secret(a.id, "nobody", true), 2).await,
+            Err(StoreError::NotFound)
+        ));
+        // PUT replaces the secrets
+        let replacement = secret(a.id, &c.id, true);
+        assert!(!s.upsert_client(&c, &replacement).await.unwrap());
+        let all = s.list_secrets(a.id, &c.id, &q()).await.unwrap();
+        assert_eq!(
+            all.items.iter().map(|x| x.id).collect::<Vec<_>>(),
+            vec![replacement.id]
+        );
+        let (fresh, fresh_secret) = client(a.id, "Fresh", vec![]);
+        assert!(s.upsert_client(&fresh, &fresh_secret).await.unwrap());
+    }
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn tokens_are_recorded_listed_and_revoked() {
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let (a, k) = server("A");
+        s.create_auth_server(&a, &k).await.unwrap();
+        let (c, sec) = client(a.id, "Client", vec![]);
+        s.create_client(&c, &sec).await.unwrap();
+        let now = Timestamp::now();
+        let tokens: Vec<IssuedToken> = (0..1200)
+            .map(|i| IssuedToken {
+                id: Uuid::new_v4(),
+                auth_server_id: a.id,
+                client_id: c.id.clone(),
+                granted_scope_names: vec!["my-scope".into()],
+                created_at: Timestamp(now.0 + i),
+                expires_at: now.plus_seconds(if i == 0 { -10 } else { 3600 }),
+                revoked_at: None,
+            })
+            .collect();
+        s.insert_tokens(&tokens).await.unwrap();
+        let mut query = q();
+        query.page_size = 1000;
+        assert_eq!(
+            s.list_tokens(a.id, &c.id, &query).await.unwrap().total,
+            1200
+        );
+        let t = &tokens[5];
+        let revoked = s.revoke_token(a.id, t.id, now).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_at, Some(now));
+        assert_eq!(
+            s.list_tokens(a.id, &c.id, &query).await.unwrap().total,
+            1199
+        );
+        assert_eq!(
+            s.revoked_tokens(now).await.unwrap(),
+            vec![(t.id, t.expires_at)]
+        );
+        assert!(
+            s.revoke_token(a.id, Uuid::new_v4(), now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let all = s.revoke_client_tokens(a.id, &c.id, now).await.unwrap();
+        assert_eq!(all.len(), 1199);
+        // the expired one does not count as a live revocation
+        assert_eq!(s.revoked_tokens(now).await.unwrap().len(), 1199);
+        assert_eq!(s.purge_expired_tokens(now).await.unwrap(), 1);
+        // a token for a missing client is refused
+        let mut orphan = tokens[1].clone();
+        orphan.id = Uuid::new_v4();
+        orphan.client_id = "missing".into();
+        assert!(s.insert_tokens(&[orphan]).await.is_err());
+        s.delete_client(a.id, &c.id).await.unwrap();
+        assert!(s.get_token(a.id, t.id).await.unwrap().is_none());
+    }
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn settings_are_set_once_or_replaced() {
+    let b = Backends::new().await;
+    for s in &b.stores {
+        assert!(s.put_setting_if_absent("admin_token", "h1").await.unwrap());
+        assert!(!s.put_setting_if_absent("admin_token", "h2").await.unwrap());
+        assert_eq!(
+            s.get_setting("admin_token").await.unwrap().as_deref(),
+            Some("h1")
+        );
+        s.put_setting("admin_token", "h3").await.unwrap();
+        assert_eq!(
+            s.get_setting("admin_token").await.unwrap().as_deref(),
+            Some("h3")
+        );
+        assert_eq!(s.get_setting("nope").await.unwrap(), None);
+    }
+    b.cleanup().await;
+}
