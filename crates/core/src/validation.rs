@@ -211,31 +211,6 @@ fn is_label_value(v: &str) -> bool {
     edge_ok(b[0]) && edge_ok(b[b.len() - 1]) && b.iter().all(|c| inner_ok(*c))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_follow_konnect_rules() {
-        let mut ok = Labels::new();
-        ok.insert("env".into(), "prod-1.a_b".into());
-        ok.insert("x".into(), "A".into());
-        let mut p = Problems::new();
-        validate_labels("labels", &ok, &mut p);
-        assert!(p.finish().is_ok());
-
-        let mut bad = Labels::new();
-        bad.insert("kong-x".into(), "v".into());
-        bad.insert("env".into(), "-bad".into());
-        bad.insert("e2".into(), "".into());
-        let mut p = Problems::new();
-        validate_labels("labels", &bad, &mut p);
-        let err = p.finish().unwrap_err();
-        let fields: Vec<_> = err.0.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["labels.e2", "labels.env", "labels.kong-x"]);
-    }
-}
-
 /// Reads a JSON object field by field, recording type errors and, at the end, unknown fields.
 ///
 /// Every management API body goes through one of these so that a user gets every problem of a
@@ -481,5 +456,30 @@ impl ObjectReader {
             self.problems.push(p);
         }
         self.problems.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_konnect_rules() {
+        let mut ok = Labels::new();
+        ok.insert("env".into(), "prod-1.a_b".into());
+        ok.insert("x".into(), "A".into());
+        let mut p = Problems::new();
+        validate_labels("labels", &ok, &mut p);
+        assert!(p.finish().is_ok());
+
+        let mut bad = Labels::new();
+        bad.insert("kong-x".into(), "v".into());
+        bad.insert("env".into(), "-bad".into());
+        bad.insert("e2".into(), "".into());
+        let mut p = Problems::new();
+        validate_labels("labels", &bad, &mut p);
+        let err = p.finish().unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["labels.e2", "labels.env", "labels.kong-x"]);
     }
 }

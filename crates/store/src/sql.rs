@@ -141,6 +141,7 @@ macro_rules! sql_store {
 
         impl $store {
             /// One page of `table` where `scope` columns equal the given values.
+            #[allow(clippy::too_many_arguments)] // one call site per collection; a struct would only rename them
             async fn page<R>(
                 &self,
                 table: &str,

@@ -1,0 +1,369 @@
+//! The issuer endpoints over HTTP (the identity listener): a thin axum layer over
+//! [`Identity`](crate::Identity). Every auth server lives under its issuer path `/{slug}`.
+
+use crate::error::OAuthError;
+use crate::runtime::{Identity, ServerRuntime};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use std::sync::Arc;
+
+/// Largest form body the endpoints read.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The identity listener's router.
+pub fn router(identity: Arc<Identity>) -> Router {
+    Router::new()
+        .route(
+            "/{slug}/.well-known/openid-configuration",
+            get(discovery).options(preflight),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/{slug}",
+            get(discovery).options(preflight),
+        )
+        .route("/{slug}/.well-known/jwks", get(jwks).options(preflight))
+        .route("/{slug}/oauth/token", post(token).options(preflight))
+        .route("/{slug}/introspect", post(introspect).options(preflight))
+        .route("/{slug}/revoke", post(revoke).options(preflight))
+        .route(
+            "/{slug}/userinfo",
+            get(userinfo).post(userinfo).options(preflight),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .with_state(identity)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(
+            serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
+        ),
+    )
+        .into_response()
+}
+
+#[allow(clippy::result_large_err)] // the error is the finished 404 response
+fn server(identity: &Identity, slug: &str) -> Result<Arc<ServerRuntime>, Response> {
+    identity.by_slug(slug).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                serde_json::json!({"error": "not_found", "error_description": "unknown issuer"}),
+            ),
+        )
+            .into_response()
+    })
+}
+
+/// Adds CORS headers when the request's origin is one of the auth server's trusted origins.
+fn cors(server: &ServerRuntime, req: &HeaderMap, mut resp: Response) -> Response {
+    if let Some(origin) = req.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && server.server.trusted_origins.iter().any(|t| t == origin)
+        && let Ok(v) = HeaderValue::from_str(origin)
+    {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+async fn preflight(
+    State(identity): State<Arc<Identity>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = match server(&identity, &slug) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    cors(&s, &headers, resp)
+}
+
+fn json_bytes(body: bytes::Bytes, cache: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn discovery(
+    State(identity): State<Arc<Identity>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match server(&identity, &slug) {
+        Ok(s) => {
+            let resp = json_bytes(s.discovery.clone(), "public, max-age=60");
+            cors(&s, &headers, resp)
+        }
+        Err(r) => r,
+    }
+}
+
+async fn jwks(
+    State(identity): State<Arc<Identity>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match server(&identity, &slug) {
+        Ok(s) => {
+            let mut resp = json_bytes(s.jwks.clone(), "public, max-age=60");
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
+            cors(&s, &headers, resp)
+        }
+        Err(r) => r,
+    }
+}
+
+/// A parsed `application/x-www-form-urlencoded` body where every parameter occurs once.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, OAuthError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(OAuthError::InvalidRequest(
+                "the body must be application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                // RFC 6749 §3.2: parameters must not be included more than once.
+                return Err(OAuthError::InvalidRequest(format!(
+                    "the parameter '{k}' is repeated"
+                )));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Self(pairs))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The client's credentials from HTTP Basic or the form, refusing both at once (RFC 6749 §2.3).
+fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<(String, String), OAuthError> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            let bad = || OAuthError::InvalidClient("malformed Basic authorization header".into());
+            let v = v.to_str().map_err(|_| bad())?;
+            let (scheme, rest) = v.split_once(' ').ok_or_else(bad)?;
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(bad());
+            }
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .map_err(|_| bad())?;
+            let text = String::from_utf8(raw).map_err(|_| bad())?;
+            let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+            // RFC 6749 §2.3.1: both parts are form-urlencoded before Base64.
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| bad())
+            };
+            Some((decode(id)?, decode(secret)?))
+        }
+        None => None,
+    };
+    let posted = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
+        _ => None,
+    };
+    match (basic, posted) {
+        (Some(_), Some(_)) => Err(OAuthError::InvalidRequest(
+            "use one client authentication method, not both".into(),
+        )),
+        (Some(b), None) => {
+            if form.get("client_id").is_some_and(|id| id != b.0) {
+                return Err(OAuthError::InvalidRequest(
+                    "client_id does not match the authorization header".into(),
+                ));
+            }
+            Ok(b)
+        }
+        (None, Some(p)) => Ok(p),
+        (None, None) => Err(OAuthError::InvalidClient(
+            "client authentication is required".into(),
+        )),
+    }
+}
+
+fn no_store_json(value: &impl serde::Serialize) -> Response {
+    let mut resp = axum::Json(value).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn token(
+    State(identity): State<Arc<Identity>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let s = match server(&identity, &slug) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let form = Form::parse(&headers, &body)?;
+        match form.get("grant_type") {
+            None => {
+                return Err(OAuthError::InvalidRequest("grant_type is required".into()));
+            }
+            Some("client_credentials") => {}
+            Some(other) => {
+                return Err(OAuthError::UnsupportedGrantType(format!(
+                    "the grant type '{other}' is not supported"
+                )));
+            }
+        }
+        let (id, secret) = client_credentials(&headers, &form)?;
+        let client = identity.authenticate(&s, &id, &secret).await?;
+        identity
+            .client_credentials(&s, client, form.get("scope"))
+            .await
+    }
+    .await;
+    let resp = match result {
+        Ok(t) => no_store_json(&t),
+        Err(e) => e.into_response(),
+    };
+    cors(&s, &headers, resp)
+}
+
+async fn introspect(
+    State(identity): State<Arc<Identity>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let s = match server(&identity, &slug) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let form = Form::parse(&headers, &body)?;
+        let (id, secret) = client_credentials(&headers, &form)?;
+        identity.authenticate(&s, &id, &secret).await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+        Ok::<_, OAuthError>(identity.introspect(&s, token))
+    }
+    .await;
+    let resp = match result {
+        Ok(v) => no_store_json(&v),
+        Err(e) => e.into_response(),
+    };
+    cors(&s, &headers, resp)
+}
+
+async fn revoke(
+    State(identity): State<Arc<Identity>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let s = match server(&identity, &slug) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let form = Form::parse(&headers, &body)?;
+        let (id, secret) = client_credentials(&headers, &form)?;
+        let client = identity.authenticate(&s, &id, &secret).await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+        identity.revoke(&s, client, token).await
+    }
+    .await;
+    let resp = match result {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    };
+    cors(&s, &headers, resp)
+}
+
+async fn userinfo(
+    State(identity): State<Arc<Identity>>,
+    Path(slug): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let s = match server(&identity, &slug) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = async {
+        let from_header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_owned());
+        let token = match from_header {
+            Some(t) => t,
+            None if method == Method::POST => Form::parse(&headers, &body)?
+                .get("access_token")
+                .map(str::to_owned)
+                .ok_or_else(|| OAuthError::InvalidToken("a bearer token is required".into()))?,
+            None => {
+                return Err(OAuthError::InvalidToken(
+                    "a bearer token is required".into(),
+                ));
+            }
+        };
+        identity.userinfo(&s, &token)
+    }
+    .await;
+    let resp = match result {
+        Ok(v) => no_store_json(&v),
+        Err(e) => e.into_response(),
+    };
+    cors(&s, &headers, resp)
+}
