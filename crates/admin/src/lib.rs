@@ -58,3 +58,5 @@ async fn status(
     (status, axum::Json(body)).into_response()
 }
 
+#[cfg(test)]
+mod tests;

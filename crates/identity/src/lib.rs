@@ -14,4 +14,3 @@ pub mod secrets;
 
 pub use error::OAuthError;
 pub use runtime::{Identity, RESERVED_CLAIM_NAMES, ServerRuntime, TokenResponse};
-
