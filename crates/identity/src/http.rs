@@ -274,6 +274,23 @@ async fn token(
     cors(&s, &headers, resp)
 }
 
+/// The token-holding endpoints (introspect, revoke): a form with `token`, sent by an
+/// authenticated client of the auth server.
+async fn with_client_and_token<'s>(
+    identity: &Identity,
+    s: &'s ServerRuntime,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(&'s crate::runtime::ClientRuntime, String), OAuthError> {
+    let form = Form::parse(headers, body)?;
+    let (id, secret) = client_credentials(headers, &form)?;
+    let client = identity.authenticate(s, &id, &secret).await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    Ok((client, token.to_owned()))
+}
+
 async fn introspect(
     State(identity): State<Arc<Identity>>,
     Path(slug): Path<String>,
@@ -284,18 +301,8 @@ async fn introspect(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let result = async {
-        let form = Form::parse(&headers, &body)?;
-        let (id, secret) = client_credentials(&headers, &form)?;
-        identity.authenticate(&s, &id, &secret).await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-        Ok::<_, OAuthError>(identity.introspect(&s, token))
-    }
-    .await;
-    let resp = match result {
-        Ok(v) => no_store_json(&v),
+    let resp = match with_client_and_token(&identity, &s, &headers, &body).await {
+        Ok((_, token)) => no_store_json(&identity.introspect(&s, &token)),
         Err(e) => e.into_response(),
     };
     cors(&s, &headers, resp)
@@ -311,16 +318,10 @@ async fn revoke(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let result = async {
-        let form = Form::parse(&headers, &body)?;
-        let (id, secret) = client_credentials(&headers, &form)?;
-        let client = identity.authenticate(&s, &id, &secret).await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-        identity.revoke(&s, client, token).await
-    }
-    .await;
+    let result = match with_client_and_token(&identity, &s, &headers, &body).await {
+        Ok((client, token)) => identity.revoke(&s, client, &token).await,
+        Err(e) => Err(e),
+    };
     let resp = match result {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => e.into_response(),
