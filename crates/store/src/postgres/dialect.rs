@@ -25,3 +25,6 @@ pub(crate) fn push_label_eq(
         .push(") = ")
         .push_bind(value);
 }
+
+/// Write transactions: PostgreSQL's row locks make a plain BEGIN right.
+pub(crate) const BEGIN_WRITE: &str = "BEGIN";

@@ -26,3 +26,7 @@ pub(crate) fn push_label_eq(
         .push_bind(value)
         .push(")");
 }
+
+/// Write transactions take the write lock up front: a deferred transaction that reads and then
+/// writes fails with SQLITE_BUSY (no busy wait) when another connection wrote in between.
+pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
