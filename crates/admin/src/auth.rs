@@ -67,8 +67,15 @@ pub async fn require_admin(
         .map(|(_, t)| t.trim());
     match token {
         Some(t) if auth.accepts(t) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+        _ if is_konnect_path(req.uri().path()) => ApiError::Unauthorized.into_response(),
+        _ => crate::kong_error::KongError::Unauthorized.into_response(),
     }
+}
+
+/// Whether a path belongs to the Konnect-style APIs (problem+json) rather than to the Kong
+/// Admin API format (`/v2/control-planes/{id}/core-entities/…` is Kong-format, like Konnect's).
+pub fn is_konnect_path(path: &str) -> bool {
+    (path.starts_with("/v1/") || path.starts_with("/v2/")) && !path.contains("/core-entities")
 }
 
 #[cfg(test)]

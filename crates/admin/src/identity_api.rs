@@ -135,7 +135,11 @@ fn ignore_read_only(r: &mut ObjectReader, extra: &[&str]) {
     }
 }
 
-fn apply_labels(current: &mut Labels, update: BTreeMap<String, Option<String>>, replace: bool) {
+pub(crate) fn apply_labels(
+    current: &mut Labels,
+    update: BTreeMap<String, Option<String>>,
+    replace: bool,
+) {
     if replace {
         current.clear();
     }

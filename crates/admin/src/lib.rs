@@ -1,19 +1,30 @@
 //! The Gatehouse control-plane API (the admin listener).
 //!
-//! Start at [`router`]: it mounts the identity management API ([`identity_api`], Konnect's
-//! `/v1/auth-servers…`) behind [`auth::AdminAuth`], plus `GET /status`. Errors leave through one
-//! type per wire format: [`problem::ApiError`] renders Konnect's `application/problem+json`.
+//! Start at [`router`]: it mounts, behind [`auth::AdminAuth`], the identity management API
+//! ([`identity_api`], Konnect's `/v1/auth-servers…`), the control planes ([`control_planes`],
+//! `/v2/control-planes`) and their core entities ([`core_entities`], under
+//! `/v2/control-planes/{id}/core-entities` and, for the `default` control plane, at Kong's Admin
+//! API paths), plus `GET /status`. Errors leave through one type per wire format:
+//! [`problem::ApiError`] renders Konnect's `application/problem+json`, [`kong_error::KongError`]
+//! Kong's `{code, name, message, fields}`.
 
 pub mod auth;
+pub mod control_planes;
+pub mod core_entities;
 pub mod identity_api;
+pub mod kong_error;
 pub mod list;
+pub mod plugin_secrets;
 pub mod problem;
 
 use axum::Router;
 use axum::routing::get;
 use gatehouse_identity::Identity;
+use gatehouse_proxy::gateway::Gateway;
+use gatehouse_proxy::plugin::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use uuid::Uuid;
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -22,22 +33,87 @@ pub struct AdminState {
     pub identity: Arc<Identity>,
     /// Set once every role of the process listens.
     pub ready: Arc<AtomicBool>,
+    /// The gateway side: plugins, control planes, the running proxy.
+    pub gateway: GatewayAdmin,
+}
+
+/// The gateway side of the admin state.
+#[derive(Clone)]
+pub struct GatewayAdmin {
+    /// Every plugin this build knows (validates plugin configurations).
+    pub registry: Arc<Registry>,
+    /// The control plane the Kong Admin API paths (`/services`, …) work on: `default`.
+    pub default_control_plane: Uuid,
+    /// This node's proxy, rebuilt after writes to its control plane (None: no proxy role).
+    pub running: Option<Arc<Gateway>>,
+    /// The admin listener's URL, for `control_plane_endpoint`.
+    pub admin_url: String,
+    /// The proxy listener, for the served control plane's `proxy_urls`.
+    pub proxy_url: Option<gatehouse_core::gateway::ProxyUrl>,
 }
 
 /// The admin listener's router.
 pub fn router(state: AdminState, auth: auth::AdminAuth) -> Router {
-    let protected =
-        Router::new()
-            .merge(identity_api::routes())
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(auth),
-                auth::require_admin,
-            ));
+    let protected = Router::new()
+        .merge(identity_api::routes())
+        .merge(control_planes::routes())
+        .nest(
+            "/v2/control-planes/{cp}/core-entities",
+            core_entities::routes(),
+        )
+        .merge(core_entities::routes())
+        .route("/", get(node_info))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            auth::require_admin,
+        ));
     Router::new()
         .route("/status", get(status))
         .merge(protected)
-        .fallback(|| async { problem::ApiError::NotFound })
+        .fallback(fallback)
         .with_state(state)
+}
+
+/// 404 in the format of the API the path belongs to.
+async fn fallback(uri: http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if auth::is_konnect_path(uri.path()) {
+        problem::ApiError::NotFound.into_response()
+    } else {
+        kong_error::KongError::NotFound.into_response()
+    }
+}
+
+/// Kong's `GET /`: the node, its version and its plugins.
+async fn node_info(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> axum::Json<serde_json::Value> {
+    let available: serde_json::Map<String, serde_json::Value> = state
+        .gateway
+        .registry
+        .iter()
+        .map(|f| {
+            (
+                f.name().to_owned(),
+                serde_json::json!({"version": f.version(), "priority": f.priority()}),
+            )
+        })
+        .collect();
+    let enabled: Vec<&str> = state.gateway.registry.iter().map(|f| f.name()).collect();
+    axum::Json(serde_json::json!({
+        "tagline": "Welcome to gatehouse",
+        "version": env!("CARGO_PKG_VERSION"),
+        "edition": "community",
+        "hostname": std::env::var("HOSTNAME").unwrap_or_default(),
+        "node_id": state.gateway.running.as_ref().map(|g| g.control_plane_id()),
+        "lua_version": null,
+        "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
+        "configuration": {
+            "database": state.identity.store().backend(),
+            "router_flavor": "traditional_compatible",
+            "admin_listen": [state.gateway.admin_url],
+        },
+    }))
 }
 
 async fn status(
@@ -58,5 +134,7 @@ async fn status(
     (status, axum::Json(body)).into_response()
 }
 
+#[cfg(test)]
+mod gateway_tests;
 #[cfg(test)]
 mod tests;

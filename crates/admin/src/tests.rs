@@ -39,6 +39,13 @@ async fn env() -> Env {
     let state = AdminState {
         identity: identity.clone(),
         ready: Arc::new(AtomicBool::new(true)),
+        gateway: crate::GatewayAdmin {
+            registry: Arc::new(gatehouse_proxy::plugin::Registry::new()),
+            default_control_plane: uuid::Uuid::nil(),
+            running: None,
+            admin_url: "http://admin.test".into(),
+            proxy_url: None,
+        },
     };
     Env {
         admin: router(

@@ -245,6 +245,17 @@ impl ObjectReader {
         format!("{}{key}", self.prefix)
     }
 
+    /// The raw value of a field the typed getters cannot read (nested records); it counts as
+    /// read. `null` reads as absent.
+    pub fn raw(&mut self, key: &str) -> Option<serde_json::Value> {
+        self.take(key).filter(|v| !v.is_null())
+    }
+
+    /// Records a problem found while reading a [`ObjectReader::raw`] field.
+    pub fn problem(&mut self, p: InvalidParameter) {
+        self.problems.push(p);
+    }
+
     fn take(&mut self, key: &str) -> Option<serde_json::Value> {
         self.seen.push(key.to_owned());
         self.map.get(key).cloned()

@@ -9,9 +9,11 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use gatehouse_admin::auth::{AdminAuth, token_digest_hex};
-use gatehouse_admin::{AdminState, router as admin_router};
+use gatehouse_admin::{AdminState, GatewayAdmin, router as admin_router};
+use gatehouse_core::gateway::ProxyUrl;
 use gatehouse_identity::Identity;
 use gatehouse_identity::keys::MasterKey;
+use gatehouse_proxy::gateway::Gateway;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,10 +36,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the admin (control plane) and identity listeners.
+    /// Run the proxy, admin (control plane) and identity listeners.
     Serve(ServeArgs),
-    /// `serve` for a first try: prints the exports the walkthrough uses.
-    Quickstart(ServeArgs),
+    /// `serve` for a first try: control plane `quickstart`, an echo upstream, `example-service`
+    /// and `example-route`, and the exports the walkthrough uses.
+    Quickstart(QuickstartArgs),
+    /// Run the httpbin-compatible echo server alone.
+    Echo(EchoArgs),
+}
+
+#[derive(Args, Clone)]
+struct QuickstartArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Where the built-in echo upstream listens.
+    #[arg(long, env = "GATEHOUSE_ECHO_LISTEN", default_value = "127.0.0.1:8080")]
+    echo_listen: SocketAddr,
+}
+
+#[derive(Args, Clone)]
+struct EchoArgs {
+    /// Where the echo server listens.
+    #[arg(long, env = "GATEHOUSE_ECHO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
 }
 
 #[derive(Args, Clone)]
@@ -48,6 +69,13 @@ struct ServeArgs {
     /// A `postgres://…` URL to use PostgreSQL instead of SQLite in the data directory.
     #[arg(long, env = "GATEHOUSE_DATABASE")]
     database: Option<String>,
+    /// The proxy (data plane) listener.
+    #[arg(long, env = "GATEHOUSE_PROXY_LISTEN", default_value = "0.0.0.0:8000")]
+    proxy_listen: SocketAddr,
+    /// The control plane whose configuration the proxy serves (created when missing)
+    /// [default: `default`; `quickstart` for the quickstart].
+    #[arg(long, env = "GATEHOUSE_CONTROL_PLANE")]
+    control_plane: Option<String>,
     /// The admin (control-plane) listener.
     #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
     admin_listen: SocketAddr,
@@ -85,8 +113,12 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args, false).await,
-            Command::Quickstart(args) => serve(args, true).await,
+            Command::Serve(args) => serve(args, None).await,
+            Command::Quickstart(args) => {
+                let echo = args.echo_listen;
+                serve(args.serve, Some(echo)).await
+            }
+            Command::Echo(args) => echo(args).await,
         }
     });
     match result {
@@ -138,6 +170,14 @@ fn random_token() -> Result<String> {
     ))
 }
 
+/// The host part of [`local_url`].
+fn local_host(addr: SocketAddr) -> String {
+    let url = local_url(addr);
+    url.trim_start_matches("http://")
+        .rsplit_once(':')
+        .map_or(url.clone(), |(h, _)| h.to_owned())
+}
+
 /// Local URL for a listener address (unspecified addresses are reached via loopback).
 fn local_url(addr: SocketAddr) -> String {
     let ip = if addr.ip().is_unspecified() {
@@ -175,7 +215,53 @@ async fn shutdown_signal() {
     tracing::info!("shutting down; finishing requests in flight");
 }
 
-async fn serve(args: ServeArgs, quickstart: bool) -> Result<()> {
+async fn echo(args: EchoArgs) -> Result<()> {
+    let listener = bind(args.listen, "echo").await?;
+    println!("echo listening on {}", local_url(listener.local_addr()?));
+    gatehouse_echo::serve(listener, shutdown_signal())
+        .await
+        .context("the echo server failed")
+}
+
+/// The quickstart's `example-service` (→ the echo upstream) and `example-route` (`/anything`),
+/// created through the same code as the admin API's; existing ones are left as they are.
+async fn quickstart_entities(
+    store: &gatehouse_store::SharedStore,
+    cp: uuid::Uuid,
+    echo: SocketAddr,
+) -> Result<()> {
+    use gatehouse_core::gateway::{EntityKind, Route, Service};
+    let now = gatehouse_core::Timestamp::now().unix_seconds();
+    let service_id = match store
+        .core_entity_by_key(cp, EntityKind::Service, "example-service")
+        .await?
+    {
+        Some(e) => e.id,
+        None => {
+            let body = serde_json::json!({"name": "example-service",
+                                          "url": format!("http://{echo}/anything")});
+            let svc = Service::from_input(uuid::Uuid::new_v4(), body, now, now)
+                .map_err(|e| anyhow::anyhow!("example-service: {}", e.summary()))?;
+            store.insert_core_entity(&svc.to_entity(cp)).await?;
+            svc.id
+        }
+    };
+    if store
+        .core_entity_by_key(cp, EntityKind::Route, "example-route")
+        .await?
+        .is_none()
+    {
+        let body = serde_json::json!({"name": "example-route", "paths": ["/anything"],
+                                      "service": {"id": service_id}});
+        let route = Route::from_input(uuid::Uuid::new_v4(), body, now, now)
+            .map_err(|e| anyhow::anyhow!("example-route: {}", e.summary()))?;
+        store.insert_core_entity(&route.to_entity(cp)).await?;
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<()> {
+    let quickstart = quickstart_echo.is_some();
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -194,8 +280,14 @@ async fn serve(args: ServeArgs, quickstart: bool) -> Result<()> {
         .context("cannot open the database")?;
 
     // Bind first: a port in use is a start-up error, not a half-running server.
+    let proxy_listener = bind(args.proxy_listen, "proxy").await?;
     let admin_listener = bind(args.admin_listen, "admin").await?;
     let identity_listener = bind(args.identity_listen, "identity").await?;
+    let echo_listener = match quickstart_echo {
+        Some(addr) => Some(bind(addr, "echo").await?),
+        None => None,
+    };
+    let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let identity_addr = identity_listener.local_addr()?;
     let public_url = args
@@ -243,16 +335,69 @@ async fn serve(args: ServeArgs, quickstart: bool) -> Result<()> {
     }
     let auth = AdminAuth::from_hex_digests(digests.iter().map(String::as_str));
 
+    // Control planes: `default` (the Kong Admin API paths) always exists; the proxy serves
+    // the one named by --control-plane.
+    let default_cp = gatehouse_admin::control_planes::ensure(&store, "default")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the default control plane: {e}"))?;
+    let cp_name = args
+        .control_plane
+        .clone()
+        .unwrap_or_else(|| if quickstart { "quickstart" } else { "default" }.to_owned());
+    let served_cp = gatehouse_admin::control_planes::ensure(&store, &cp_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the control plane {cp_name}: {e}"))?;
+    if let Some(echo) = &echo_listener {
+        quickstart_entities(&store, served_cp, echo.local_addr()?)
+            .await
+            .context("cannot create the quickstart's service and route")?;
+    }
+    let registry = Arc::new(gatehouse_plugins::registry());
+    let opener: gatehouse_proxy::gateway::ConfigOpener = {
+        let registry = registry.clone();
+        let identity = identity.clone();
+        Arc::new(move |name: &str, mut config: serde_json::Value| {
+            gatehouse_admin::plugin_secrets::open_config(
+                &registry,
+                identity.master_key(),
+                name,
+                &mut config,
+            );
+            config
+        })
+    };
+    let gateway = Gateway::load(store.clone(), registry.clone(), served_cp, Some(opener))
+        .await
+        .context("cannot load the proxy configuration")?;
+
     let ready = Arc::new(AtomicBool::new(false));
     let admin = admin_router(
         AdminState {
             identity: identity.clone(),
             ready: ready.clone(),
+            gateway: GatewayAdmin {
+                registry,
+                default_control_plane: default_cp,
+                running: Some(gateway.clone()),
+                admin_url: local_url(admin_addr),
+                proxy_url: Some(ProxyUrl {
+                    host: local_host(proxy_addr),
+                    port: proxy_addr.port(),
+                    protocol: "http".into(),
+                }),
+            },
         },
         auth,
     );
     let issuer = gatehouse_identity::http::router(identity.clone());
 
+    println!(
+        "proxy listening on {} (control plane {cp_name})",
+        local_url(proxy_addr)
+    );
+    if let Some(echo) = &echo_listener {
+        println!("echo listening on {}", local_url(echo.local_addr()?));
+    }
     println!("admin listening on {}", local_url(admin_addr));
     println!(
         "identity listening on {} (issuers under {public_url})",
@@ -264,6 +409,7 @@ async fn serve(args: ServeArgs, quickstart: bool) -> Result<()> {
             println!("\nGatehouse quickstart is running. In another terminal:\n");
             println!("export KONNECT_TOKEN={t}");
             println!("export KONNECT_CONTROL_PLANE_URL={}", local_url(admin_addr));
+            println!("export KONNECT_PROXY_URL={}", local_url(proxy_addr));
             println!(
                 "\nData lives in {} ({}). Press Ctrl-C to stop.",
                 args.data_dir.display(),
@@ -286,11 +432,21 @@ async fn serve(args: ServeArgs, quickstart: bool) -> Result<()> {
             .with_graceful_shutdown(wait(stop_rx.clone()))
             .into_future(),
     );
+    let proxy_task = tokio::spawn(gatehouse_proxy::server::serve(
+        proxy_listener,
+        gateway,
+        wait(stop_rx.clone()),
+    ));
+    let echo_task =
+        echo_listener.map(|l| tokio::spawn(gatehouse_echo::serve(l, wait(stop_rx.clone()))));
     ready.store(true, Ordering::Release);
     use std::future::IntoFuture;
     shutdown_signal().await;
     let _ = stop_tx.send(true);
-    for task in [admin_task, identity_task] {
+    for task in [admin_task, identity_task, proxy_task]
+        .into_iter()
+        .chain(echo_task)
+    {
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("a listener failed: {e}"),

@@ -39,6 +39,8 @@ impl Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
         cmd.args([
             "serve",
+            "--proxy-listen",
+            "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
             "--identity-listen",

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use gatehouse_core::Timestamp;
+use gatehouse_core::gateway::{ControlPlane, CoreEntity, EntityKind};
 use gatehouse_core::identity::{
     AuthServer, Claim, Client, ClientSecret, IssuedToken, Scope, SigningKey,
 };
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 mod rows;
+#[macro_use]
+mod gateway_sql;
 #[macro_use]
 mod sql;
 pub mod postgres;
@@ -30,6 +33,13 @@ pub enum StoreError {
     /// A unique constraint was violated.
     #[error("unique constraint violated")]
     Conflict,
+    /// A unique value is taken: `id`, `endpoint_key` (name, username, instance_name) or
+    /// `alt_key` (custom_id, a plugin's scope combination).
+    #[error("duplicate {0}")]
+    Duplicate(&'static str),
+    /// A core entity references another that does not exist in its control plane.
+    #[error("missing {0:?} {1}")]
+    MissingReference(EntityKind, Uuid),
     /// Deleting would orphan children and `force` was not given.
     #[error("the entity still has children")]
     HasChildren,
@@ -55,7 +65,7 @@ pub type SharedStore = Arc<dyn Store>;
 
 /// Everything Gatehouse persists. All methods are safe to call concurrently.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: GatewayStore {
     /// Which backend this is (`sqlite` or `postgres`), for logs and `/status`.
     fn backend(&self) -> &'static str;
 
@@ -187,6 +197,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// An auth server's signing keys, newest first.
     async fn signing_keys(&self, auth_server: Uuid) -> Result<Vec<SigningKey>>;
+}
+
+/// The gateway's part of the store: control planes and their core entities. Every [`Store`] is
+/// one; it is a separate trait only to keep each trait's methods in one place.
+#[async_trait]
+pub trait GatewayStore: Send + Sync + 'static {
+    /// Creates a control plane (`Conflict` when the name is taken).
+    async fn create_control_plane(&self, cp: &ControlPlane) -> Result<()>;
+    /// A control plane by id.
+    async fn get_control_plane(&self, id: Uuid) -> Result<Option<ControlPlane>>;
+    /// A control plane by its unique name.
+    async fn control_plane_by_name(&self, name: &str) -> Result<Option<ControlPlane>>;
+    /// One page of control planes (filters: id, name, cluster_type, labels).
+    async fn list_control_planes(&self, q: &ListQuery) -> Result<Page<ControlPlane>>;
+    /// Replaces a control plane's fields.
+    async fn update_control_plane(&self, cp: &ControlPlane) -> Result<()>;
+    /// Deletes a control plane and every core entity in it.
+    async fn delete_control_plane(&self, id: Uuid) -> Result<()>;
+
+    /// Every core entity of a control plane (of one kind, or all), ordered by id.
+    async fn core_entities(&self, cp: Uuid, kind: Option<EntityKind>) -> Result<Vec<CoreEntity>>;
+    /// A core entity by id.
+    async fn get_core_entity(
+        &self,
+        cp: Uuid,
+        kind: EntityKind,
+        id: Uuid,
+    ) -> Result<Option<CoreEntity>>;
+    /// A core entity by its endpoint key (name, username, instance_name).
+    async fn core_entity_by_key(
+        &self,
+        cp: Uuid,
+        kind: EntityKind,
+        key: &str,
+    ) -> Result<Option<CoreEntity>>;
+    /// A core entity by its second unique value (a consumer's custom_id).
+    async fn core_entity_by_alt_key(
+        &self,
+        cp: Uuid,
+        kind: EntityKind,
+        key: &str,
+    ) -> Result<Option<CoreEntity>>;
+    /// Inserts a core entity after checking its references and unique values in one
+    /// transaction (`MissingReference`, `Duplicate`).
+    async fn insert_core_entity(&self, e: &CoreEntity) -> Result<()>;
+    /// Replaces an existing core entity, with the same checks (`NotFound` when absent).
+    async fn update_core_entity(&self, e: &CoreEntity) -> Result<()>;
+    /// Deletes a core entity and the plugins scoped to it; a service that routes still
+    /// reference is refused with `HasChildren`.
+    async fn delete_core_entity(&self, cp: Uuid, kind: EntityKind, id: Uuid) -> Result<()>;
 }
 
 /// Opens the store a URL names: `postgres://…`/`postgresql://…` for PostgreSQL, `sqlite://PATH`

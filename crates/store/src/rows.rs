@@ -279,3 +279,72 @@ impl TryFrom<KeyRow> for SigningKey {
 pub(crate) fn convert<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>> {
     rows.into_iter().map(T::try_from).collect()
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ControlPlaneRow {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub labels: String,
+    pub cluster_type: String,
+    pub auth_type: String,
+    pub cloud_gateway: bool,
+    pub proxy_urls: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<ControlPlaneRow> for gatehouse_core::gateway::ControlPlane {
+    type Error = StoreError;
+    fn try_from(r: ControlPlaneRow) -> Result<Self> {
+        Ok(Self {
+            id: uuid(&r.id)?,
+            name: r.name,
+            description: r.description,
+            labels: json(&r.labels, "labels")?,
+            cluster_type: r.cluster_type,
+            auth_type: r.auth_type,
+            cloud_gateway: r.cloud_gateway,
+            proxy_urls: json(&r.proxy_urls, "proxy_urls")?,
+            created_at: Timestamp(r.created_at),
+            updated_at: Timestamp(r.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CoreEntityRow {
+    pub control_plane_id: String,
+    pub kind: String,
+    pub id: String,
+    pub endpoint_key: Option<String>,
+    pub alt_key: Option<String>,
+    pub service_id: Option<String>,
+    pub route_id: Option<String>,
+    pub consumer_id: Option<String>,
+    pub created_at: i64,
+    pub body: String,
+}
+
+fn opt_uuid(s: Option<String>) -> Result<Option<Uuid>> {
+    s.map(|s| uuid(&s)).transpose()
+}
+
+impl TryFrom<CoreEntityRow> for gatehouse_core::gateway::CoreEntity {
+    type Error = StoreError;
+    fn try_from(r: CoreEntityRow) -> Result<Self> {
+        Ok(Self {
+            control_plane_id: uuid(&r.control_plane_id)?,
+            kind: gatehouse_core::gateway::EntityKind::parse(&r.kind)
+                .ok_or_else(|| corrupt("entity kind"))?,
+            id: uuid(&r.id)?,
+            endpoint_key: r.endpoint_key,
+            alt_key: r.alt_key,
+            service_id: opt_uuid(r.service_id)?,
+            route_id: opt_uuid(r.route_id)?,
+            consumer_id: opt_uuid(r.consumer_id)?,
+            created_at: r.created_at,
+            body: json(&r.body, "entity body")?,
+        })
+    }
+}

@@ -183,6 +183,8 @@ macro_rules! sql_store {
                 Ok((rows, total.max(0) as u64))
             }
 
+            gateway_sql_helpers!($db);
+
             /// Runs a statement that must touch one row; zero rows is `NotFound`.
             async fn exec_one(&self, mut qb: Qb) -> Result<()> {
                 let done = qb.build().execute(&self.pool).await.map_err(db_err)?;
@@ -338,7 +340,7 @@ macro_rules! sql_store {
             }
 
             async fn create_auth_server(&self, s: &AuthServer, key: &SigningKey) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb = QueryBuilder::new(format!(
                     "INSERT INTO auth_servers ({AUTH_SERVER_COLS}) VALUES ("
                 ));
@@ -404,7 +406,7 @@ macro_rules! sql_store {
                 s: &AuthServer,
                 new_key: Option<&SigningKey>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb = QueryBuilder::new("UPDATE auth_servers SET name = ");
                 qb.push_bind(s.name.clone())
                     .push(", description = ")
@@ -439,7 +441,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_auth_server(&self, id: Uuid, force: bool) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 if !force {
                     for table in ["scopes", "claims", "clients"] {
                         let mut qb: Qb = QueryBuilder::new(format!(
@@ -551,7 +553,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_scope(&self, auth_server: Uuid, id: Uuid) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb = QueryBuilder::new("DELETE FROM scopes WHERE id = ");
                 qb.push_bind(id.to_string())
                     .push(" AND auth_server_id = ")
@@ -689,7 +691,7 @@ macro_rules! sql_store {
             }
 
             async fn create_client(&self, c: &Client, secret: &ClientSecret) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb =
                     QueryBuilder::new(format!("INSERT INTO clients ({CLIENT_COLS}) VALUES ("));
                 push_client_values(&mut qb, c);
@@ -742,7 +744,7 @@ macro_rules! sql_store {
             }
 
             async fn update_client(&self, c: &Client, secret: Option<&ClientSecret>) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb = QueryBuilder::new("");
                 push_client_update(&mut qb, c);
                 let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
@@ -764,7 +766,7 @@ macro_rules! sql_store {
             }
 
             async fn upsert_client(&self, c: &Client, secret: &ClientSecret) -> Result<bool> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb = QueryBuilder::new("");
                 push_client_update(&mut qb, c);
                 let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
@@ -791,7 +793,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_client(&self, auth_server: Uuid, id: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 for table in ["issued_tokens", "client_secrets"] {
                     let mut qb: Qb =
                         QueryBuilder::new(format!("DELETE FROM {table} WHERE auth_server_id = "));
@@ -812,7 +814,7 @@ macro_rules! sql_store {
             }
 
             async fn create_secret(&self, s: &ClientSecret, max_enabled: usize) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 lock_client(&mut *tx, s.auth_server_id, &s.client_id).await?;
                 if s.enabled
                     && count_enabled_secrets(&mut *tx, s.auth_server_id, &s.client_id).await?
@@ -889,7 +891,7 @@ macro_rules! sql_store {
                 enabled: bool,
                 max_enabled: usize,
             ) -> Result<ClientSecret> {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 lock_client(&mut *tx, auth_server, client).await?;
                 let mut qb: Qb = QueryBuilder::new(format!(
                     "SELECT {SECRET_COLS} FROM client_secrets WHERE id = "
@@ -939,7 +941,7 @@ macro_rules! sql_store {
                 if tokens.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 // Bounded batches keep each statement under both backends' bind limits.
                 for chunk in tokens.chunks(500) {
                     let mut qb: Qb =
@@ -1063,5 +1065,7 @@ macro_rules! sql_store {
                 convert(rows)
             }
         }
+
+        gateway_sql!($store);
     };
 }

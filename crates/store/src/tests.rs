@@ -431,3 +431,235 @@ async fn settings_are_set_once_or_replaced() {
     }
     b.cleanup().await;
 }
+
+fn control_plane(name: &str) -> gatehouse_core::gateway::ControlPlane {
+    let now = Timestamp::now();
+    gatehouse_core::gateway::ControlPlane {
+        id: Uuid::new_v4(),
+        name: name.to_owned(),
+        description: String::new(),
+        labels: [("env".to_owned(), "dev".to_owned())].into(),
+        cluster_type: "CLUSTER_TYPE_CONTROL_PLANE".into(),
+        auth_type: "pinned_client_certs".into(),
+        cloud_gateway: false,
+        proxy_urls: vec![],
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn entity(
+    cp: Uuid,
+    kind: gatehouse_core::gateway::EntityKind,
+    key: Option<&str>,
+) -> gatehouse_core::gateway::CoreEntity {
+    let id = Uuid::new_v4();
+    gatehouse_core::gateway::CoreEntity {
+        control_plane_id: cp,
+        kind,
+        id,
+        endpoint_key: key.map(str::to_owned),
+        alt_key: None,
+        service_id: None,
+        route_id: None,
+        consumer_id: None,
+        created_at: 1,
+        body: serde_json::json!({"id": id, "name": key}),
+    }
+}
+
+#[tokio::test]
+async fn control_planes_crud_filters_and_cascade() {
+    use gatehouse_core::gateway::EntityKind as K;
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let cp = control_plane("quickstart");
+        s.create_control_plane(&cp).await.unwrap();
+        assert!(matches!(
+            s.create_control_plane(&control_plane("quickstart")).await,
+            Err(StoreError::Conflict)
+        ));
+        s.create_control_plane(&control_plane("default"))
+            .await
+            .unwrap();
+        assert_eq!(s.get_control_plane(cp.id).await.unwrap().unwrap(), cp);
+        assert_eq!(
+            s.control_plane_by_name("quickstart")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            cp.id
+        );
+        let q = ListQuery {
+            filters: vec![Filter {
+                field: "name".into(),
+                op: FilterOp::Contains,
+                value: "quick".into(),
+            }],
+            ..ListQuery::default()
+        };
+        let page = s.list_control_planes(&q).await.unwrap();
+        assert_eq!(
+            (page.total, page.items[0].id),
+            (1, cp.id),
+            "{}",
+            s.backend()
+        );
+        let mut changed = cp.clone();
+        changed.description = "changed".into();
+        s.update_control_plane(&changed).await.unwrap();
+        assert_eq!(
+            s.get_control_plane(cp.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .description,
+            "changed"
+        );
+
+        let svc = entity(cp.id, K::Service, Some("svc"));
+        s.insert_core_entity(&svc).await.unwrap();
+        s.delete_control_plane(cp.id).await.unwrap();
+        assert!(s.get_control_plane(cp.id).await.unwrap().is_none());
+        assert!(s.core_entities(cp.id, None).await.unwrap().is_empty());
+        assert!(matches!(
+            s.delete_control_plane(cp.id).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn core_entities_references_uniques_and_cascades() {
+    use gatehouse_core::gateway::EntityKind as K;
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let cp = control_plane("default");
+        let other = control_plane("other");
+        s.create_control_plane(&cp).await.unwrap();
+        s.create_control_plane(&other).await.unwrap();
+        let svc = entity(cp.id, K::Service, Some("svc"));
+        s.insert_core_entity(&svc).await.unwrap();
+        // Same name in another control plane is fine; in the same one it is not.
+        s.insert_core_entity(&entity(other.id, K::Service, Some("svc")))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.insert_core_entity(&entity(cp.id, K::Service, Some("svc")))
+                .await,
+            Err(StoreError::Duplicate("endpoint_key"))
+        ));
+        // Two unnamed entities do not collide.
+        s.insert_core_entity(&entity(cp.id, K::Service, None))
+            .await
+            .unwrap();
+        s.insert_core_entity(&entity(cp.id, K::Service, None))
+            .await
+            .unwrap();
+
+        let mut route = entity(cp.id, K::Route, Some("r"));
+        route.service_id = Some(Uuid::new_v4());
+        assert!(matches!(
+            s.insert_core_entity(&route).await,
+            Err(StoreError::MissingReference(K::Service, _))
+        ));
+        route.service_id = Some(svc.id);
+        s.insert_core_entity(&route).await.unwrap();
+
+        let mut consumer = entity(cp.id, K::Consumer, Some("alice"));
+        consumer.alt_key = Some("client-1".into());
+        s.insert_core_entity(&consumer).await.unwrap();
+        let mut clash = entity(cp.id, K::Consumer, Some("bob"));
+        clash.alt_key = Some("client-1".into());
+        assert!(matches!(
+            s.insert_core_entity(&clash).await,
+            Err(StoreError::Duplicate("alt_key"))
+        ));
+        assert_eq!(
+            s.core_entity_by_alt_key(cp.id, K::Consumer, "client-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            consumer.id
+        );
+        assert_eq!(
+            s.core_entity_by_key(cp.id, K::Consumer, "alice")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            consumer.id
+        );
+
+        let mut plugin = entity(cp.id, K::Plugin, None);
+        plugin.route_id = Some(route.id);
+        plugin.alt_key = Some("p:r".into());
+        s.insert_core_entity(&plugin).await.unwrap();
+        let mut consumer_plugin = entity(cp.id, K::Plugin, None);
+        consumer_plugin.consumer_id = Some(consumer.id);
+        consumer_plugin.alt_key = Some("p:c".into());
+        s.insert_core_entity(&consumer_plugin).await.unwrap();
+
+        // Update keeps its own unique values and checks the others.
+        let mut renamed = route.clone();
+        renamed.body = serde_json::json!({"changed": true});
+        s.update_core_entity(&renamed).await.unwrap();
+        assert_eq!(
+            s.get_core_entity(cp.id, K::Route, route.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .body,
+            serde_json::json!({"changed": true})
+        );
+        let mut taken = renamed.clone();
+        taken.endpoint_key = Some("svc".into());
+        taken.kind = K::Service;
+        assert!(matches!(
+            s.update_core_entity(&taken).await,
+            Err(StoreError::Duplicate(_))
+        ));
+
+        // A service with routes cannot go; a route takes its plugins along.
+        assert!(matches!(
+            s.delete_core_entity(cp.id, K::Service, svc.id).await,
+            Err(StoreError::HasChildren)
+        ));
+        s.delete_core_entity(cp.id, K::Route, route.id)
+            .await
+            .unwrap();
+        assert!(
+            s.get_core_entity(cp.id, K::Plugin, plugin.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        s.delete_core_entity(cp.id, K::Service, svc.id)
+            .await
+            .unwrap();
+        s.delete_core_entity(cp.id, K::Consumer, consumer.id)
+            .await
+            .unwrap();
+        assert!(
+            s.get_core_entity(cp.id, K::Plugin, consumer_plugin.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            s.delete_core_entity(cp.id, K::Consumer, consumer.id).await,
+            Err(StoreError::NotFound)
+        ));
+        let services = s.core_entities(cp.id, Some(K::Service)).await.unwrap();
+        assert_eq!(services.len(), 2, "{}", s.backend());
+        assert!(
+            services
+                .windows(2)
+                .all(|w| w[0].id.to_string() < w[1].id.to_string())
+        );
+    }
+    b.cleanup().await;
+}

@@ -1,0 +1,722 @@
+//! Component tests of the gateway half of the admin API — control planes (Konnect format) and
+//! core entities (Kong format, under Konnect paths and Kong's root paths) — through
+//! `oneshot`, each run on SQLite and on PostgreSQL (a private schema per run).
+
+use crate::auth::{AdminAuth, token_digest_hex};
+use crate::{AdminState, GatewayAdmin, router};
+use axum::Router;
+use axum::body::Body;
+use gatehouse_core::gateway::EntityKind;
+use gatehouse_identity::Identity;
+use gatehouse_identity::keys::MasterKey;
+use gatehouse_proxy::gateway::Gateway;
+use gatehouse_store::SharedStore;
+use http::Request;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const TOKEN: &str = "gateway-admin-token";
+
+struct Env {
+    app: Router,
+    store: SharedStore,
+    gateway: Arc<Gateway>,
+    default_cp: Uuid,
+    backend: &'static str,
+}
+
+fn postgres_url() -> String {
+    std::env::var("GATEHOUSE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The stores every test runs on: a fresh SQLite file and a fresh PostgreSQL schema.
+async fn stores() -> Vec<SharedStore> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-gw-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = gatehouse_store::open(&dir.join("t.db").display().to_string())
+        .await
+        .unwrap();
+    let schema = format!("gw_{}", Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&postgres_url())
+        .await
+        .expect("PostgreSQL must be reachable for the admin suite");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let sep = if postgres_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let pg = gatehouse_store::open(&format!(
+        "{}{sep}options=-c%20search_path%3D{schema}",
+        postgres_url()
+    ))
+    .await
+    .unwrap();
+    vec![sqlite, pg]
+}
+
+async fn env(store: SharedStore) -> Env {
+    let identity = Identity::load(
+        store.clone(),
+        MasterKey::parse(&"42".repeat(32)).unwrap(),
+        "http://id.test",
+    )
+    .await
+    .unwrap();
+    let default_cp = crate::control_planes::ensure(&store, "default")
+        .await
+        .unwrap();
+    let registry = Arc::new(gatehouse_plugins::registry());
+    let gateway = Gateway::load(store.clone(), registry.clone(), default_cp, None)
+        .await
+        .unwrap();
+    let state = AdminState {
+        identity,
+        ready: Arc::new(AtomicBool::new(true)),
+        gateway: GatewayAdmin {
+            registry,
+            default_control_plane: default_cp,
+            running: Some(gateway.clone()),
+            admin_url: "http://admin.test".into(),
+            proxy_url: None,
+        },
+    };
+    Env {
+        app: router(
+            state,
+            AdminAuth::from_hex_digests([token_digest_hex(TOKEN).as_str()]),
+        ),
+        backend: store.backend(),
+        store,
+        gateway,
+        default_cp,
+    }
+}
+
+impl Env {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[tokio::test]
+async fn control_planes_konnect_api() {
+    for store in stores().await {
+        let e = env(store).await;
+        let b = e.backend;
+        let (s, cp) = e
+            .call(
+                "POST",
+                "/v2/control-planes",
+                Some(json!({"name": "quickstart", "labels": {"env": "dev"}})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}: {cp}");
+        assert_eq!(cp["config"]["cluster_type"], "CLUSTER_TYPE_CONTROL_PLANE");
+        assert!(cp["created_at"].as_str().unwrap().contains('T'));
+        let id = cp["id"].as_str().unwrap().to_owned();
+        let (s, dup) = e
+            .call(
+                "POST",
+                "/v2/control-planes",
+                Some(json!({"name": "quickstart"})),
+            )
+            .await;
+        assert_eq!((s, dup["status"].as_i64()), (409, Some(409)), "{b}");
+
+        let (s, list) = e
+            .call(
+                "GET",
+                "/v2/control-planes?filter%5Bname%5D%5Bcontains%5D=quickstart",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(list["data"].as_array().unwrap().len(), 1, "{b}");
+        assert_eq!(list["data"][0]["id"], id.as_str());
+        assert_eq!(list["meta"]["page"]["total"], 1);
+        let (_, list) = e
+            .call(
+                "GET",
+                "/v2/control-planes?filter[name][neq]=quickstart",
+                None,
+            )
+            .await;
+        assert_eq!(list["data"][0]["name"], "default", "{b}");
+        let (_, list) = e
+            .call(
+                "GET",
+                &format!("/v2/control-planes?filter[id][eq]={id}"),
+                None,
+            )
+            .await;
+        assert_eq!(list["meta"]["page"]["total"], 1);
+        let (_, list) = e
+            .call("GET", "/v2/control-planes?labels=env:dev", None)
+            .await;
+        assert_eq!(list["meta"]["page"]["total"], 1, "{b}");
+        let (_, list) = e
+            .call(
+                "GET",
+                "/v2/control-planes?sort=name%20desc&page[size]=1",
+                None,
+            )
+            .await;
+        assert_eq!(list["data"][0]["name"], "quickstart");
+        assert_eq!(list["meta"]["page"]["size"], 1);
+
+        let (s, bad) = e
+            .call(
+                "POST",
+                "/v2/control-planes",
+                Some(json!({"name": "x", "cluster_type": "NOPE", "color": "red"})),
+            )
+            .await;
+        assert_eq!(s, 400);
+        let fields: Vec<&str> = bad["invalid_parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.contains(&"cluster_type") && fields.contains(&"color"),
+            "{bad}"
+        );
+
+        let (s, patched) = e
+            .call(
+                "PATCH",
+                &format!("/v2/control-planes/{id}"),
+                Some(json!({"description": "walkthrough", "labels": {"env": null, "team": "a"}})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(patched["description"], "walkthrough");
+        assert_eq!(patched["labels"], json!({"team": "a"}));
+        let (s, _) = e
+            .call(
+                "GET",
+                &format!("/v2/control-planes/{}", Uuid::new_v4()),
+                None,
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (s, _) = e
+            .call(
+                "DELETE",
+                &format!("/v2/control-planes/{}", e.default_cp),
+                None,
+            )
+            .await;
+        assert_eq!(s, 409, "the served control plane cannot be deleted");
+        let (s, _) = e
+            .call("DELETE", &format!("/v2/control-planes/{id}"), None)
+            .await;
+        assert_eq!(s, 204);
+        let (s, _) = e
+            .call("GET", &format!("/v2/control-planes/{id}"), None)
+            .await;
+        assert_eq!(s, 404);
+    }
+}
+
+#[tokio::test]
+async fn core_entities_under_konnect_paths() {
+    for store in stores().await {
+        let e = env(store).await;
+        let b = e.backend;
+        let base = format!("/v2/control-planes/{}/core-entities", e.default_cp);
+        let (s, svc) = e
+            .call(
+                "POST",
+                &format!("{base}/services"),
+                Some(
+                    json!({"name": "example-service", "url": "http://127.0.0.1:8080/anything",
+                            "tags": ["a", "b"]}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}: {svc}");
+        assert_eq!(
+            (svc["host"].as_str(), svc["port"].as_i64()),
+            (Some("127.0.0.1"), Some(8080))
+        );
+        assert!(svc["created_at"].is_i64() && svc.get("url").is_none());
+        let sid = svc["id"].as_str().unwrap().to_owned();
+
+        let (s, route) = e
+            .call(
+                "POST",
+                &format!("{base}/services/example-service/routes"),
+                Some(json!({"name": "example-route", "paths": ["/anything"]})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}: {route}");
+        assert_eq!(route["service"]["id"], sid.as_str());
+        assert_eq!(route["protocols"], json!(["http", "https"]));
+        // The write is live in the proxy's snapshot when the response is sent.
+        assert_eq!(e.gateway.snapshot().routes.len(), 1, "{b}");
+
+        for i in 0..3 {
+            let (s, _) = e
+                .call(
+                    "POST",
+                    &format!("{base}/services"),
+                    Some(json!({"name": format!("svc-{i}"), "host": "upstream.test",
+                                "tags": if i == 0 { json!(["a"]) } else { json!(["b"]) }})),
+                )
+                .await;
+            assert_eq!(s, 201);
+        }
+        // Pagination: size/offset/next until the end.
+        let mut seen = 0;
+        let mut next = format!("{base}/services?size=2");
+        loop {
+            let (s, page) = e.call("GET", &next, None).await;
+            assert_eq!(s, 200, "{b}: {page}");
+            seen += page["data"].as_array().unwrap().len();
+            match page["next"].as_str() {
+                Some(n) => {
+                    assert!(page["offset"].is_string());
+                    next = n.to_owned();
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, 4, "{b}");
+        let (_, tagged) = e
+            .call("GET", &format!("{base}/services?tags=a,b"), None)
+            .await;
+        assert_eq!(tagged["data"].as_array().unwrap().len(), 1);
+        let (_, tagged) = e
+            .call("GET", &format!("{base}/services?tags=a/b"), None)
+            .await;
+        assert_eq!(tagged["data"].as_array().unwrap().len(), 4);
+        let (_, named) = e
+            .call(
+                "GET",
+                &format!("{base}/services?filter[name][contains]=svc-"),
+                None,
+            )
+            .await;
+        assert_eq!(named["data"].as_array().unwrap().len(), 3);
+        let (s, bad) = e
+            .call("GET", &format!("{base}/services?size=x"), None)
+            .await;
+        assert_eq!((s, bad["code"].as_i64()), (400, Some(9)));
+        let (s, bad) = e
+            .call("GET", &format!("{base}/services?offset=%%%"), None)
+            .await;
+        assert_eq!((s, bad["code"].as_i64()), (400, Some(7)));
+
+        // PUT upserts by name: creates, then replaces.
+        let (s, put) = e
+            .call(
+                "PUT",
+                &format!("{base}/services/put-me"),
+                Some(json!({"host": "a.test"})),
+            )
+            .await;
+        assert_eq!(
+            (s, put["name"].as_str()),
+            (200, Some("put-me")),
+            "{b}: {put}"
+        );
+        let (s, put2) = e
+            .call(
+                "PUT",
+                &format!("{base}/services/put-me"),
+                Some(json!({"host": "b.test"})),
+            )
+            .await;
+        assert_eq!((s, put2["id"].clone()), (200, put["id"].clone()));
+        assert_eq!(put2["host"], "b.test");
+        let (s, patched) = e
+            .call(
+                "PATCH",
+                &format!("{base}/services/put-me"),
+                Some(json!({"port": 9000})),
+            )
+            .await;
+        assert_eq!(
+            (s, patched["port"].as_i64(), patched["host"].as_str()),
+            (200, Some(9000), Some("b.test"))
+        );
+
+        // Errors in Kong's format.
+        let (s, err) = e
+            .call(
+                "POST",
+                &format!("{base}/services"),
+                Some(json!({"port": "80", "nope": 1})),
+            )
+            .await;
+        assert_eq!(
+            (s, err["code"].as_i64(), err["name"].as_str()),
+            (400, Some(2), Some("schema violation"))
+        );
+        assert_eq!(err["fields"]["host"], "required field missing");
+        assert_eq!(err["fields"]["port"], "expected an integer");
+        assert_eq!(err["fields"]["nope"], "unknown field");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("3 schema violations (")
+        );
+        let (s, err) = e
+            .call(
+                "POST",
+                &format!("{base}/services"),
+                Some(json!({"name": "svc-0", "host": "x.test"})),
+            )
+            .await;
+        assert_eq!((s, err["code"].as_i64()), (409, Some(5)), "{b}: {err}");
+        assert_eq!(err["fields"]["name"], "svc-0");
+        let ghost = Uuid::new_v4();
+        let (s, err) = e
+            .call(
+                "POST",
+                &format!("{base}/routes"),
+                Some(json!({"paths": ["/x"], "service": {"id": ghost}})),
+            )
+            .await;
+        assert_eq!((s, err["code"].as_i64()), (400, Some(4)), "{b}: {err}");
+        assert_eq!(err["fields"]["service"]["id"], ghost.to_string());
+        let (s, err) = e
+            .call(
+                "POST",
+                &format!("{base}/routes"),
+                Some(json!({"paths": ["~/(bad"]})),
+            )
+            .await;
+        assert_eq!((s, err["code"].as_i64()), (400, Some(2)));
+        assert!(err["fields"]["paths"].is_string());
+        let (s, err) = e
+            .call(
+                "POST",
+                &format!("{base}/routes"),
+                Some(json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(s, 400);
+        assert!(
+            err["fields"]["@entity"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("must set one of")
+        );
+        let (s, err) = e
+            .call("DELETE", &format!("{base}/services/{sid}"), None)
+            .await;
+        assert_eq!(
+            (s, err["code"].as_i64()),
+            (400, Some(4)),
+            "a service with routes stays"
+        );
+
+        // Nested item of another parent: 404; top-level DELETE of nothing: 204.
+        let (s, _) = e
+            .call(
+                "GET",
+                &format!("{base}/services/svc-0/routes/example-route"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (s, svc_of_route) = e
+            .call("GET", &format!("{base}/routes/example-route/service"), None)
+            .await;
+        assert_eq!((s, svc_of_route["id"].as_str()), (200, Some(sid.as_str())));
+        let (s, _) = e
+            .call("DELETE", &format!("{base}/routes/{}", Uuid::new_v4()), None)
+            .await;
+        assert_eq!(s, 204);
+        let (s, _) = e
+            .call(
+                "DELETE",
+                &format!("{base}/services/{sid}/routes/{}", Uuid::new_v4()),
+                None,
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (s, _) = e
+            .call(
+                "DELETE",
+                &format!("{base}/services/{sid}/routes/example-route"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 204);
+        assert_eq!(e.gateway.snapshot().routes.len(), 0);
+        let (s, _) = e
+            .call("DELETE", &format!("{base}/services/{sid}"), None)
+            .await;
+        assert_eq!(s, 204);
+        let (s, nf) = e.call("GET", &format!("{base}/services/{sid}"), None).await;
+        assert_eq!((s, nf["message"].as_str()), (404, Some("Not found")));
+        let (s, _) = e
+            .call(
+                "GET",
+                &format!(
+                    "/v2/control-planes/{}/core-entities/services",
+                    Uuid::new_v4()
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(s, 404);
+    }
+}
+
+#[tokio::test]
+async fn kong_root_paths_consumers_and_plugins() {
+    for store in stores().await {
+        let e = env(store).await;
+        let b = e.backend;
+        let (s, info) = e.call("GET", "/", None).await;
+        assert_eq!(s, 200);
+        assert!(info["plugins"]["available_on_server"]["oauth2-introspection"]["priority"] == 1700);
+        let (s, enabled) = e.call("GET", "/plugins/enabled", None).await;
+        assert_eq!(s, 200);
+        assert!(
+            enabled["enabled_plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "oauth2-introspection")
+        );
+        let (s, schema) = e
+            .call("GET", "/schemas/plugins/oauth2-introspection", None)
+            .await;
+        assert_eq!(s, 200);
+        assert!(schema["fields"].is_array());
+        let (s, _) = e.call("GET", "/schemas/plugins/nope", None).await;
+        assert_eq!(s, 400);
+
+        let (s, c) = e
+            .call("POST", "/consumers", Some(json!({"custom_id": "client-1"})))
+            .await;
+        assert_eq!(s, 201, "{b}: {c}");
+        let (s, err) = e
+            .call("POST", "/consumers", Some(json!({"tags": ["x"]})))
+            .await;
+        assert_eq!((s, err["code"].as_i64()), (400, Some(2)));
+        let (s, err) = e
+            .call("POST", "/consumers", Some(json!({"custom_id": "client-1"})))
+            .await;
+        assert_eq!(
+            (s, err["fields"]["custom_id"].as_str()),
+            (409, Some("client-1")),
+            "{b}"
+        );
+        let (s, found) = e.call("GET", "/consumers?custom_id=client-1", None).await;
+        assert_eq!(s, 200);
+        assert_eq!(found["data"][0]["id"], c["id"]);
+        let (s, _) = e.call("GET", "/consumers?custom_id=", None).await;
+        assert_eq!(s, 400);
+        let (s, alice) = e.call("PUT", "/consumers/alice", Some(json!({}))).await;
+        assert_eq!(
+            (s, alice["username"].as_str()),
+            (200, Some("alice")),
+            "{b}: {alice}"
+        );
+
+        let (s, svc) = e
+            .call(
+                "POST",
+                "/services",
+                Some(json!({"name": "s", "host": "up.test"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, _) = e
+            .call(
+                "POST",
+                "/routes",
+                Some(json!({"name": "r", "paths": ["/r"], "service": {"name": "s"}})),
+            )
+            .await;
+        assert_eq!(s, 201, "references by name resolve");
+        let (s, err) = e
+            .call(
+                "POST",
+                "/routes",
+                Some(json!({"paths": ["/r2"], "service": {"name": "ghost"}})),
+            )
+            .await;
+        assert_eq!((s, err["code"].as_i64()), (400, Some(4)));
+
+        // Plugins: unknown name, bad config, duplicate scope, consumer scope refused.
+        let (s, err) = e
+            .call("POST", "/plugins", Some(json!({"name": "no-such-plugin"})))
+            .await;
+        assert_eq!(s, 400);
+        assert!(
+            err["fields"]["name"]
+                .as_str()
+                .unwrap()
+                .contains("no-such-plugin")
+        );
+        let (s, err) = e
+            .call("POST", "/plugins", Some(json!({"name": "oauth2-introspection",
+                                                   "config": {"authorization_value": "Basic x", "bogus": 1}})))
+            .await;
+        assert_eq!(s, 400, "{err}");
+        assert_eq!(
+            err["fields"]["config"]["introspection_url"],
+            "required field missing"
+        );
+        assert_eq!(err["fields"]["config"]["bogus"], "unknown field");
+        let config = json!({"introspection_url": "http://127.0.0.1:8002/abc/introspect",
+                            "authorization_value": "Basic c2VjcmV0",
+                            "consumer_by": "client_id", "custom_claims_forward": ["Claim"]});
+        let (s, p) = e
+            .call(
+                "POST",
+                "/plugins",
+                Some(json!({"name": "oauth2-introspection", "config": config})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}: {p}");
+        assert_eq!(p["config"]["authorization_value"], "Basic c2VjcmV0");
+        assert_eq!(p["config"]["hide_credentials"], true);
+        assert_eq!(p["config"]["ttl"], 30);
+        // The secret is sealed at rest.
+        let stored = e
+            .store
+            .get_core_entity(
+                e.default_cp,
+                EntityKind::Plugin,
+                Uuid::parse_str(p["id"].as_str().unwrap()).unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let at_rest = stored.body["config"]["authorization_value"]
+            .as_str()
+            .unwrap();
+        assert!(
+            at_rest.starts_with("gatehouse-sealed:v1:") && !at_rest.contains("c2VjcmV0"),
+            "{at_rest}"
+        );
+        let (s, err) = e
+            .call(
+                "POST",
+                "/plugins",
+                Some(json!({"name": "oauth2-introspection", "config": config})),
+            )
+            .await;
+        assert_eq!(
+            (s, err["code"].as_i64()),
+            (409, Some(5)),
+            "one instance per scope"
+        );
+        let (s, scoped) = e
+            .call(
+                "POST",
+                &format!("/services/{}/plugins", svc["id"].as_str().unwrap()),
+                Some(json!({"name": "oauth2-introspection", "config": config})),
+            )
+            .await;
+        assert_eq!(
+            (s, scoped["service"]["id"].clone()),
+            (201, svc["id"].clone())
+        );
+        let (s, err) = e
+            .call(
+                "POST",
+                "/consumers/alice/plugins",
+                Some(json!({"name": "oauth2-introspection", "config": config})),
+            )
+            .await;
+        assert_eq!(s, 400, "{err}");
+        assert!(err["fields"]["consumer"].is_string());
+        let (s, list) = e.call("GET", "/services/s/plugins", None).await;
+        assert_eq!((s, list["data"].as_array().unwrap().len()), (200, 1));
+        let (s, patched) = e
+            .call(
+                "PATCH",
+                &format!("/plugins/{}", p["id"].as_str().unwrap()),
+                Some(json!({"config": {"ttl": 5}, "enabled": false})),
+            )
+            .await;
+        assert_eq!(s, 200, "{patched}");
+        assert_eq!(
+            (
+                patched["config"]["ttl"].as_f64(),
+                patched["enabled"].as_bool()
+            ),
+            (Some(5.0), Some(false))
+        );
+        assert_eq!(
+            patched["config"]["consumer_by"], "client_id",
+            "PATCH merges config"
+        );
+        // Deleting a consumer takes its plugins; deleting the service its scoped plugins.
+        let (s, _) = e.call("DELETE", "/routes/r", None).await;
+        assert_eq!(s, 204);
+        let (s, _) = e.call("DELETE", "/services/s", None).await;
+        assert_eq!(s, 204);
+        let (_, list) = e.call("GET", "/plugins", None).await;
+        assert_eq!(list["data"].as_array().unwrap().len(), 1, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn authentication_errors_use_each_apis_format() {
+    let store = stores().await.remove(0);
+    let e = env(store).await;
+    let send = |uri: &'static str| {
+        let app = e.app.clone();
+        async move {
+            let resp = app
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+            let body: Value =
+                serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap();
+            (status, ct, body)
+        }
+    };
+    let (s, ct, body) = send("/services").await;
+    assert_eq!((s, body["message"].as_str()), (401, Some("Unauthorized")));
+    assert!(ct.starts_with("application/json"));
+    let (s, ct, _) = send("/v2/control-planes").await;
+    assert_eq!(s, 401);
+    assert!(ct.starts_with("application/problem+json"));
+}

@@ -1,0 +1,171 @@
+//! Spawning a whole Gatehouse node (the real binary) on ephemeral ports for end-to-end tests,
+//! and reading the URLs it prints.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin token every test node accepts.
+pub const ADMIN_TOKEN: &str = "walkthrough-admin-token";
+
+/// A running node; killed and its data directory removed on drop.
+pub struct Node {
+    child: Child,
+    /// The admin listener's URL.
+    pub admin: String,
+    /// The proxy listener's URL.
+    pub proxy: String,
+    /// The echo upstream's URL (quickstart only).
+    pub echo: Option<String>,
+    /// The lines printed before the node was ready.
+    pub banner: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL URL with a fresh private schema, for runs on PostgreSQL.
+pub async fn postgres_schema_url() -> String {
+    let base = std::env::var("GATEHOUSE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&base)
+        .await
+        .expect("PostgreSQL must be reachable for the end-to-end suite");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+impl Node {
+    /// Starts `gatehouse <command>` (`serve` or `quickstart`) with every listener on an
+    /// ephemeral loopback port.
+    pub fn start(command: &str, database: Option<&str>, extra: &[&str]) -> Node {
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-e2e-{}", uuid::Uuid::new_v4().simple()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        cmd.args([
+            command,
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--identity-listen",
+            "127.0.0.1:0",
+        ]);
+        if command == "quickstart" {
+            cmd.args(["--echo-listen", "127.0.0.1:0"]);
+        }
+        cmd.args(extra)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("GATEHOUSE_MASTER_KEY")
+            .env_remove("GATEHOUSE_DATABASE")
+            .env_remove("GATEHOUSE_CONTROL_PLANE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(db) = database {
+            cmd.args(["--database", db]);
+        }
+        let mut child = cmd.spawn().expect("the gatehouse binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut admin, mut proxy, mut echo) = (None, None, None);
+        let mut banner = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.expect("stdout is readable");
+            let url = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+            };
+            admin = admin.or(url("admin listening on "));
+            proxy = proxy.or(url("proxy listening on "));
+            echo = echo.or(url("echo listening on "));
+            let done = line.starts_with("database: ");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        // Keep reading what follows the database line (the quickstart's exports), then keep
+        // draining so the child never blocks on a full pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        if command == "quickstart" {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(l) => {
+                        let last = l.starts_with("Data lives in");
+                        banner.push(l);
+                        if last {
+                            break;
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
+        Node {
+            child,
+            admin: admin.expect("the admin address is printed"),
+            proxy: proxy.expect("the proxy address is printed"),
+            echo,
+            banner,
+            dir,
+        }
+    }
+
+    /// Waits until `/status` says ready.
+    pub async fn ready(&self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{}/status", self.admin)).send().await
+                && r.status() == 200
+            {
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["ready"], true);
+                return;
+            }
+            assert!(Instant::now() < deadline, "gatehouse did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// An HTTP client that ignores proxy environment variables.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Sends `method uri` with the admin token and an optional JSON body.
+pub async fn admin(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}

@@ -1,0 +1,137 @@
+//! End to end: services and routes written through the admin API serve traffic through the
+//! real binary's proxy at once — under Konnect paths for the quickstart's control plane, and
+//! at Kong's root paths for `default` — with a real echo upstream on an ephemeral port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Node, admin, client};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn quickstart_serves_example_route_and_new_routes_at_once() {
+    let node = Node::start("quickstart", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let echo = node
+        .echo
+        .clone()
+        .expect("the quickstart prints its echo upstream");
+    assert!(
+        node.banner
+            .iter()
+            .any(|l| l.starts_with("export KONNECT_PROXY_URL="))
+    );
+
+    // example-service / example-route exist and reach the echo upstream.
+    let r = http
+        .get(format!("{}/anything?x=1", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["args"]["x"], "1");
+    assert_eq!(body["url"], format!("{echo}/anything?x=1"));
+
+    // The control plane is found by name, as in the walkthrough.
+    let (s, list) = admin(
+        &http,
+        Method::GET,
+        format!(
+            "{}/v2/control-planes?filter%5Bname%5D%5Bcontains%5D=quickstart",
+            node.admin
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let cp = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let base = format!("{}/v2/control-planes/{cp}/core-entities", node.admin);
+    let (s, svc) = admin(
+        &http,
+        Method::POST,
+        format!("{base}/services"),
+        Some(json!({"name": "second", "url": format!("{echo}/anything/second")})),
+    )
+    .await;
+    assert_eq!(s, 201, "{svc}");
+    let (s, _) = admin(
+        &http,
+        Method::POST,
+        format!("{base}/services/second/routes"),
+        Some(json!({"name": "second-route", "paths": ["/second"]})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    // No restart, no wait: the next request is routed by the new configuration.
+    let r = http
+        .get(format!("{}/second/x", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["url"], format!("{echo}/anything/second/x"));
+
+    // Running quickstart again reuses what exists.
+    drop(node);
+}
+
+#[tokio::test]
+async fn serve_proxies_the_default_control_plane_written_at_kong_paths() {
+    let upstream = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let node = Node::start("serve", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let r = http
+        .get(format!("{}/kong", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (s, _) = admin(
+        &http,
+        Method::POST,
+        format!("{}/services", node.admin),
+        Some(json!({"name": "kong-style", "url": format!("{}/anything", upstream.base_url())})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = admin(
+        &http,
+        Method::POST,
+        format!("{}/routes", node.admin),
+        Some(json!({"name": "kong-route", "paths": ["/kong"], "service": {"name": "kong-style"}})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let r = http
+        .get(format!("{}/kong/path", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["url"],
+        format!("{}/anything/path", upstream.base_url())
+    );
+    let (s, _) = admin(
+        &http,
+        Method::DELETE,
+        format!("{}/routes/kong-route", node.admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let r = http
+        .get(format!("{}/kong/path", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

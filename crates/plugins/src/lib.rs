@@ -1,0 +1,26 @@
+//! Gatehouse's plugins.
+//!
+//! * [`oauth2_introspection`]: Kong's `oauth2-introspection` — validates the request's access
+//!   token against an OAuth 2.0 introspection endpoint (RFC 7662), caches the answer, maps it to
+//!   a consumer and forwards the token's claims upstream as `X-Credential-*` headers.
+//! * [`request_termination`]: Kong's `request-termination` — answers every request itself
+//!   with a fixed status and body.
+//!
+//! [`registry`] returns a [`Registry`] holding every plugin of this crate.
+
+pub mod oauth2_introspection;
+pub mod request_termination;
+
+#[cfg(test)]
+mod test_support;
+
+use gatehouse_proxy::plugin::Registry;
+use std::sync::Arc;
+
+/// A registry with every plugin of this crate.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(Arc::new(oauth2_introspection::Factory));
+    r.register(Arc::new(request_termination::Factory));
+    r
+}

@@ -1,0 +1,210 @@
+//! The HTTP client to the introspection endpoint (spec A.4): one pooled keep-alive client per
+//! plugin instance, http or https (rustls with the aws-lc-rs provider; the system's trusted
+//! roots, or Mozilla's when the system has none), `keepalive` as the pool's idle timeout and
+//! `timeout` as the deadline of a whole call (connect, send, response, body).
+
+use super::config::Config;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Largest introspection response body read (a token's claims are a few KiB at most).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+static X_REQUEST_HTTP_METHOD: HeaderName = HeaderName::from_static("x-request-http-method");
+static X_REQUEST_PATH: HeaderName = HeaderName::from_static("x-request-path");
+
+/// Why an introspection call produced no usable answer. Logged, never sent to the client, and
+/// never cached.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Connecting, sending or reading failed.
+    #[error("introspection request failed: {0}")]
+    Transport(String),
+    /// The call took longer than `timeout`.
+    #[error("introspection request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The endpoint answered with something else than 200.
+    #[error("introspection endpoint answered {0}")]
+    Status(StatusCode),
+    /// The answer is not a JSON object.
+    #[error("introspection response is not a JSON object: {0}")]
+    Unparsable(String),
+}
+
+/// The downstream request, described to the endpoint when `introspect_request` is set.
+pub struct RequestInfo<'a> {
+    /// Its method.
+    pub method: &'a Method,
+    /// Its path, without the query.
+    pub path: &'a str,
+}
+
+/// A pooled client bound to one introspection endpoint and configuration.
+pub struct IntrospectionClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    token_type_hint: Option<String>,
+    introspect_request: bool,
+    /// Custom headers go last so they can override the defaults (spec A.4).
+    custom: Vec<(HeaderName, HeaderValue)>,
+    timeout: Option<Duration>,
+}
+
+/// The process's TLS client configuration, built once (loading the system roots reads files).
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    static TLS: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        match builder.clone().with_native_roots() {
+            Ok(b) => Ok(b.with_no_client_auth()),
+            Err(e) => {
+                tracing::warn!(error = %e, "no system CA certificates; oauth2-introspection uses Mozilla's root certificates for https");
+                Ok(builder.with_webpki_roots().with_no_client_auth())
+            }
+        }
+    })
+    .clone()
+}
+
+impl IntrospectionClient {
+    /// A client for `config`'s endpoint. Nothing is connected yet: connections are made by
+    /// the first call and then kept in the pool.
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(config.timeout);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config()?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_timer(TokioTimer::new());
+        if config.keepalive.is_zero() {
+            builder.pool_max_idle_per_host(0);
+        } else {
+            builder.pool_idle_timeout(config.keepalive);
+        }
+        let client = builder.build(https);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::AUTHORIZATION, config.authorization_value.clone());
+        Ok(Self {
+            client,
+            uri: config.introspection_url.clone(),
+            headers,
+            token_type_hint: config.token_type_hint.clone(),
+            introspect_request: config.introspect_request,
+            custom: config.custom_introspection_headers.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// Introspects `token`; returns the response's JSON object when the endpoint answered 200.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        info: RequestInfo<'_>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, CallError> {
+        let call = self.call(token, info);
+        let body = match self.timeout {
+            Some(t) => tokio::time::timeout(t, call)
+                .await
+                .map_err(|_| CallError::Timeout(t))??,
+            None => call.await?,
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(other) => Err(CallError::Unparsable(format!(
+                "a JSON {}",
+                match other {
+                    serde_json::Value::Array(_) => "array",
+                    serde_json::Value::String(_) => "string",
+                    serde_json::Value::Number(_) => "number",
+                    serde_json::Value::Bool(_) => "boolean",
+                    _ => "null",
+                }
+            ))),
+            Err(e) => Err(CallError::Unparsable(e.to_string())),
+        }
+    }
+
+    async fn call(&self, token: &str, info: RequestInfo<'_>) -> Result<Bytes, CallError> {
+        let form = {
+            let mut form =
+                url::form_urlencoded::Serializer::new(String::with_capacity(token.len() + 64));
+            form.append_pair("token", token);
+            if let Some(hint) = &self.token_type_hint {
+                form.append_pair("token_type_hint", hint);
+            }
+            form.finish()
+        };
+
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone());
+        if let Some(h) = builder.headers_mut() {
+            h.clone_from(&self.headers);
+            if self.introspect_request {
+                if let Ok(v) = HeaderValue::from_str(info.method.as_str()) {
+                    h.insert(X_REQUEST_HTTP_METHOD.clone(), v);
+                }
+                if let Ok(v) = HeaderValue::from_str(info.path) {
+                    h.insert(X_REQUEST_PATH.clone(), v);
+                }
+            }
+            for (name, value) in &self.custom {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+        let status = resp.status();
+        // The body is read in full even on errors so the connection can go back to the pool.
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| CallError::Transport(format!("reading the response: {e}")))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(CallError::Status(status));
+        }
+        Ok(body)
+    }
+}
+
+/// An error and its sources on one line (hyper's top-level messages are terse).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

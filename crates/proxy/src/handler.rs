@@ -1,0 +1,443 @@
+//! One proxied request, start to finish: normalise and route, run the plugin chain's `access`
+//! phase, build the upstream request (spec C.4–C.5), send it with the service's timeouts and
+//! retries, and stream the response back with the gateway's headers (spec C.6).
+
+use crate::context::RequestCtx;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::plugin::Flow;
+use crate::snapshot::{PluginInstance, RouteRuntime};
+use crate::upstream::{ReadTimeoutBody, UpstreamFailure, classify};
+use crate::{ProxyBody, ProxyRequest, SERVER_TOKEN, VIA_TOKEN};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Gatehouse-Request-Id` (Kong: `X-Kong-Request-Id`).
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gatehouse-request-id");
+static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-upstream-latency");
+static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-proxy-latency");
+static X_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-response-latency");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded in either direction.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Request ids: a random per-process prefix and a counter, 32 hex characters like Kong's.
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
+}
+
+/// What the server knows about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The listener's address (its port is `X-Forwarded-Port`).
+    pub local: SocketAddr,
+}
+
+/// Handles one request.
+pub async fn handle<B>(gw: &Gateway, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let snapshot = gw.snapshot();
+    let mut ctx = RequestCtx::new(snapshot, next_request_id(), conn.peer);
+    let (parts, body) = req.into_parts();
+    let accept = parts.headers.get(header::ACCEPT).cloned();
+    let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
+    let result = proxy(
+        gw,
+        &mut ctx,
+        parts,
+        body.map_err(Into::into).boxed_unsync(),
+        conn,
+        &mut executed,
+    )
+    .await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            let mut resp = e.response(&ctx.request_id, accept.as_ref());
+            let latency = ctx.started.elapsed().as_millis().to_string();
+            if let Ok(v) = HeaderValue::from_str(&latency) {
+                resp.headers_mut().insert(X_RESPONSE_LATENCY.clone(), v);
+            }
+            resp
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    let status = resp.status();
+    if !executed.is_empty() {
+        let (mut parts, body) = resp.into_parts();
+        for inst in &executed {
+            inst.plugin.response_headers(&mut ctx, &mut parts);
+        }
+        for inst in &executed {
+            inst.plugin.log(&ctx, status);
+        }
+        resp = Response::from_parts(parts, body);
+    }
+    resp
+}
+
+async fn proxy(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    parts: http::request::Parts,
+    body: ProxyBody,
+    conn: ConnInfo,
+    executed: &mut Vec<Arc<PluginInstance>>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    // hyper bounds the head only loosely (a head read in one go may exceed its buffer limit),
+    // so the limit is enforced here, before anything else looks at the headers.
+    let head_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if head_bytes > crate::server::MAX_HEADER_BYTES {
+        return Err(GatewayError::HeadersTooLarge);
+    }
+    let raw_path = parts.uri.path().to_owned();
+    let path = gatehouse_router::normalize_path(&raw_path)
+        .map_err(|_| GatewayError::BadRequest)?
+        .into_owned();
+    let host = request_host(&parts);
+    let snapshot = ctx.snapshot.clone();
+    let found = snapshot.router.find(&gatehouse_router::RequestView {
+        method: &parts.method,
+        host: host.as_deref(),
+        path: &path,
+        headers: &parts.headers,
+        sni: None,
+    });
+    let Some(m) = found else {
+        return Err(GatewayError::NoRoute);
+    };
+    let route: Arc<RouteRuntime> = snapshot
+        .routes
+        .get(m.route_id as usize)
+        .cloned()
+        .ok_or(GatewayError::Internal)?;
+    let prefix_len = m.prefix_len;
+    ctx.uri_captures = m.captures;
+    ctx.route = Some(route.clone());
+
+    if !route.accepts_http {
+        return match https_redirect(
+            route.route.https_redirect_status_code,
+            host.as_deref(),
+            &parts.uri,
+        ) {
+            Some(resp) => Ok(resp),
+            None => Err(GatewayError::HttpsRequired),
+        };
+    }
+
+    let service_path = route
+        .service
+        .as_ref()
+        .and_then(|s| s.service.path.as_deref());
+    let upstream_path = gatehouse_router::upstream_path(
+        service_path,
+        &path,
+        prefix_len,
+        route.route.strip_path,
+        route.path_handling,
+    );
+    let mut req = ProxyRequest {
+        parts,
+        body,
+        upstream_path,
+    };
+
+    for slot in &route.plugins {
+        let consumer = ctx.consumer.as_ref().map(|c| c.id);
+        let Some(inst) = slot.resolve(consumer).cloned() else {
+            continue;
+        };
+        let flow = inst.plugin.access(ctx, &mut req).await;
+        executed.push(inst.clone());
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Respond(mut resp)) => {
+                let h = resp.headers_mut();
+                h.entry(header::SERVER)
+                    .or_insert(HeaderValue::from_static(SERVER_TOKEN));
+                if let Ok(v) = HeaderValue::from_str(&ctx.started.elapsed().as_millis().to_string())
+                {
+                    h.insert(X_RESPONSE_LATENCY.clone(), v);
+                }
+                return Ok(resp);
+            }
+            Err(e) => {
+                tracing::error!(plugin = inst.name, request_id = %ctx.request_id, error = %e, "plugin failed");
+                return Err(GatewayError::Internal);
+            }
+        }
+    }
+
+    let Some(service) = route.service.clone() else {
+        return Err(GatewayError::NoService);
+    };
+    let svc = &service.service;
+
+    let mut uri = String::with_capacity(service.origin.len() + req.upstream_path.len() + 64);
+    uri.push_str(&service.origin);
+    uri.push_str(&req.upstream_path);
+    if let Some(q) = req.parts.uri.query() {
+        uri.push('?');
+        uri.push_str(q);
+    } else if req
+        .parts
+        .uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str().ends_with('?'))
+    {
+        uri.push('?');
+    }
+    let upstream_uri: Uri = uri.parse().map_err(|_| GatewayError::BadRequest)?;
+
+    let mut headers = std::mem::take(&mut req.parts.headers);
+    strip_hop_by_hop(&mut headers);
+    let client_host = host.clone().unwrap_or_default();
+    if route.route.preserve_host {
+        if !headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(&client_host)
+        {
+            headers.insert(header::HOST, v);
+        }
+    } else {
+        headers.insert(header::HOST, service.host_header.clone());
+    }
+    forwarded_headers(
+        &mut headers,
+        ctx,
+        conn,
+        &client_host,
+        &raw_path,
+        &path[..prefix_len.min(path.len())],
+        route.route.strip_path,
+    );
+
+    let has_body = !http_body::Body::is_end_stream(&req.body);
+    let method = req.parts.method.clone();
+    let version = http::Version::HTTP_11;
+    let client = gw.upstreams().get(svc.connect_timeout);
+    let read_timeout = Duration::from_millis(u64::from(svc.read_timeout));
+    // The wait for the response head: the read timeout, plus time to connect (the connector
+    // enforces connect_timeout itself; the pool hides whether this exchange had to connect, so
+    // the allowance for it is capped at the read timeout).
+    let header_timeout =
+        read_timeout + Duration::from_millis(u64::from(svc.connect_timeout)).min(read_timeout);
+    let attempts = if has_body { 1 } else { svc.retries + 1 };
+    let mut body = Some(req.body);
+    let sent_at = Instant::now();
+    let mut last_failure = GatewayError::BadGateway;
+    let mut upstream_resp = None;
+    for attempt in 0..attempts {
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(upstream_uri.clone())
+            .version(version);
+        if let Some(h) = builder.headers_mut() {
+            *h = headers.clone();
+        }
+        let b = body.take().unwrap_or_else(crate::empty_body);
+        let Ok(upstream_req) = builder.body(b) else {
+            return Err(GatewayError::Internal);
+        };
+        match tokio::time::timeout(header_timeout, client.request(upstream_req)).await {
+            Ok(Ok(resp)) => {
+                upstream_resp = Some(resp);
+                break;
+            }
+            Ok(Err(e)) => {
+                let failure = classify(&e);
+                tracing::warn!(request_id = %ctx.request_id, service = %svc.id, attempt, error = %e, "upstream request failed");
+                last_failure = match failure {
+                    UpstreamFailure::Resolve => GatewayError::NameResolution,
+                    UpstreamFailure::Connect | UpstreamFailure::Exchange => {
+                        GatewayError::BadGateway
+                    }
+                };
+                if failure != UpstreamFailure::Connect {
+                    break;
+                }
+            }
+            Err(_) => {
+                tracing::warn!(request_id = %ctx.request_id, service = %svc.id, "upstream timed out");
+                last_failure = GatewayError::Timeout;
+                break;
+            }
+        }
+    }
+    let Some(resp) = upstream_resp else {
+        return Err(last_failure);
+    };
+    let upstream_latency = sent_at.elapsed().as_millis();
+    let proxy_latency = sent_at.duration_since(ctx.started).as_millis();
+
+    let (mut parts, incoming) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let h = &mut parts.headers;
+    append_via(h, parts.version);
+    if let Ok(v) = HeaderValue::from_str(&upstream_latency.to_string()) {
+        h.insert(X_UPSTREAM_LATENCY.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&proxy_latency.to_string()) {
+        h.insert(X_PROXY_LATENCY.clone(), v);
+    }
+    let body = ReadTimeoutBody::new(incoming, read_timeout).boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The `Host` as the client sent it (HTTP/2 `:authority` when there is no `Host`).
+fn request_host(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+fn append_via(headers: &mut HeaderMap, version: http::Version) {
+    let proto = match version {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        _ => "1.1",
+    };
+    let ours = format!("{proto} {VIA_TOKEN}");
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ours}"),
+        None => ours,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::VIA, v);
+    }
+}
+
+fn forwarded_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestCtx,
+    conn: ConnInfo,
+    client_host: &str,
+    raw_path: &str,
+    prefix: &str,
+    stripped: bool,
+) {
+    let ip = conn.peer.ip().to_string();
+    let xff = match headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
+        v if v.is_empty() => ip.clone(),
+        v => format!("{}, {ip}", v.join(", ")),
+    };
+    // No peer is trusted (Kong's default `trusted_ips = NONE`): the other X-Forwarded-* are
+    // always ours, never the client's.
+    let host_only = strip_port(client_host);
+    let set = |h: &mut HeaderMap, name: &HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name.clone(), v);
+        } else {
+            h.remove(name);
+        }
+    };
+    set(headers, &X_FORWARDED_FOR, &xff);
+    set(headers, &X_FORWARDED_PROTO, "http");
+    set(headers, &X_FORWARDED_HOST, host_only);
+    set(headers, &X_FORWARDED_PORT, &conn.local.port().to_string());
+    set(headers, &X_FORWARDED_PATH, raw_path);
+    if stripped && !prefix.is_empty() && prefix != "/" {
+        set(headers, &X_FORWARDED_PREFIX, prefix);
+    } else {
+        headers.remove(&X_FORWARDED_PREFIX);
+    }
+    set(headers, &X_REAL_IP, &ip);
+    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, 1.1 {VIA_TOKEN}"),
+        None => format!("1.1 {VIA_TOKEN}"),
+    };
+    set(headers, &header::VIA, &via);
+    set(headers, &X_REQUEST_ID, &ctx.request_id);
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+/// The redirect (301/302/307/308) or 426 for an https-only route reached over http.
+pub fn https_redirect(status: u16, host: Option<&str>, uri: &Uri) -> Option<Response<ProxyBody>> {
+    let status = StatusCode::from_u16(status).ok()?;
+    if status == StatusCode::UPGRADE_REQUIRED {
+        return None;
+    }
+    let host = strip_port(host?);
+    let location = format!(
+        "https://{host}{}",
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut resp = Response::new(crate::empty_body());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+    Some(resp)
+}

@@ -1,0 +1,626 @@
+//! End-to-end tests of the proxy: a real listener on an ephemeral port, a real echo upstream,
+//! configuration written to a real (SQLite) store and loaded by the [`Gateway`], requests made
+//! with a real HTTP client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use async_trait::async_trait;
+use gatehouse_core::gateway::{
+    Consumer, ControlPlane, CoreEntity, Plugin as PluginEntity, Route, Service,
+};
+use gatehouse_core::kong_schema::{FieldErrors, KongReader};
+use gatehouse_proxy::context::{Credential, RequestCtx};
+use gatehouse_proxy::gateway::Gateway;
+use gatehouse_proxy::plugin::{Flow, Plugin, PluginError, PluginFactory, Registry};
+use gatehouse_proxy::{ProxyRequest, full_body};
+use gatehouse_store::SharedStore;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A test plugin that sets `X-Test-Plugin: <config.value>` on the upstream request, so tests can
+/// see which instance ran.
+struct Marker;
+
+struct MarkerPlugin(String);
+
+#[async_trait]
+impl Plugin for MarkerPlugin {
+    async fn access(
+        &self,
+        _: &mut RequestCtx,
+        req: &mut ProxyRequest,
+    ) -> Result<Flow, PluginError> {
+        req.parts
+            .headers
+            .insert("x-test-plugin", self.0.parse().unwrap());
+        Ok(Flow::Continue)
+    }
+}
+
+impl PluginFactory for Marker {
+    fn name(&self) -> &'static str {
+        "marker"
+    }
+    fn priority(&self) -> i32 {
+        10
+    }
+    fn validate(&self, config: Value) -> Result<Value, FieldErrors> {
+        let mut r = KongReader::new(config)?;
+        let v = r.required_string("value");
+        r.finish()?;
+        Ok(json!({"value": v}))
+    }
+    fn schema(&self) -> Value {
+        json!({"fields": []})
+    }
+    fn build(&self, config: &Value) -> Result<Arc<dyn Plugin>, PluginError> {
+        Ok(Arc::new(MarkerPlugin(
+            config["value"].as_str().unwrap_or("").to_owned(),
+        )))
+    }
+}
+
+/// A test auth plugin (higher priority): `X-User: <username>` authenticates that consumer;
+/// `X-Deny` answers 403 itself.
+struct HeaderAuth;
+
+struct HeaderAuthPlugin;
+
+#[async_trait]
+impl Plugin for HeaderAuthPlugin {
+    async fn access(
+        &self,
+        ctx: &mut RequestCtx,
+        req: &mut ProxyRequest,
+    ) -> Result<Flow, PluginError> {
+        if req.parts.headers.contains_key("x-deny") {
+            let mut resp = http::Response::new(full_body("{\"message\":\"denied\"}"));
+            *resp.status_mut() = http::StatusCode::FORBIDDEN;
+            return Ok(Flow::Respond(resp));
+        }
+        if let Some(u) = req
+            .parts
+            .headers
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+        {
+            let consumer = ctx.snapshot.consumers.by_username.get(u).cloned();
+            ctx.authenticate(consumer, Credential::default());
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+impl PluginFactory for HeaderAuth {
+    fn name(&self) -> &'static str {
+        "header-auth"
+    }
+    fn priority(&self) -> i32 {
+        1000
+    }
+    fn validate(&self, config: Value) -> Result<Value, FieldErrors> {
+        KongReader::new(config)?.finish()?;
+        Ok(json!({}))
+    }
+    fn schema(&self) -> Value {
+        json!({"fields": []})
+    }
+    fn build(&self, _: &Value) -> Result<Arc<dyn Plugin>, PluginError> {
+        Ok(Arc::new(HeaderAuthPlugin))
+    }
+}
+
+fn registry() -> Arc<Registry> {
+    let mut r = Registry::new();
+    r.register(Arc::new(Marker));
+    r.register(Arc::new(HeaderAuth));
+    Arc::new(r)
+}
+
+struct Env {
+    store: SharedStore,
+    cp: Uuid,
+    gateway: Arc<Gateway>,
+    proxy: SocketAddr,
+    echo: gatehouse_echo::EchoServer,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: std::path::PathBuf,
+}
+
+impl Env {
+    async fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("gatehouse-proxy-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = gatehouse_store::open(&dir.join("t.db").display().to_string())
+            .await
+            .unwrap();
+        let now = gatehouse_core::Timestamp::now();
+        let cp = ControlPlane {
+            id: Uuid::new_v4(),
+            name: "default".into(),
+            description: String::new(),
+            labels: Default::default(),
+            cluster_type: "CLUSTER_TYPE_CONTROL_PLANE".into(),
+            auth_type: "pinned_client_certs".into(),
+            cloud_gateway: false,
+            proxy_urls: vec![],
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_control_plane(&cp).await.unwrap();
+        let gateway = Gateway::load(store.clone(), registry(), cp.id, None)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gatehouse_proxy::server::serve(
+            listener,
+            gateway.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let echo = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        Self {
+            store,
+            cp: cp.id,
+            gateway,
+            proxy,
+            echo,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    async fn put(&self, e: CoreEntity) {
+        self.store.insert_core_entity(&e).await.unwrap();
+        self.gateway.reload().await.unwrap();
+    }
+
+    async fn service(&self, body: Value) -> Uuid {
+        let s = Service::from_input(Uuid::new_v4(), body, 1, 1).unwrap();
+        let id = s.id;
+        self.put(s.to_entity(self.cp)).await;
+        id
+    }
+
+    async fn route(&self, mut body: Value, service: Option<Uuid>) -> Uuid {
+        if let Some(s) = service {
+            body["service"] = json!({"id": s});
+        }
+        let r = Route::from_input(Uuid::new_v4(), body, 1, 1).unwrap();
+        let id = r.id;
+        self.put(r.to_entity(self.cp)).await;
+        id
+    }
+
+    async fn plugin(&self, body: Value) -> Uuid {
+        let p = PluginEntity::from_input(Uuid::new_v4(), body, 1, 1, registry().as_ref()).unwrap();
+        let id = p.id;
+        self.put(p.to_entity(self.cp)).await;
+        id
+    }
+
+    async fn consumer(&self, username: &str) -> Uuid {
+        let c = Consumer::from_input(Uuid::new_v4(), json!({"username": username}), 1, 1).unwrap();
+        let id = c.id;
+        self.put(c.to_entity(self.cp)).await;
+        id
+    }
+
+    /// A service pointing at the echo server's `/anything`, and a route for `path`.
+    async fn echo_route(&self, path: &str) -> (Uuid, Uuid) {
+        let s = self
+            .service(json!({"url": format!("{}/anything", self.echo.base_url())}))
+            .await;
+        let r = self.route(json!({"paths": [path]}), Some(s)).await;
+        (s, r)
+    }
+
+    async fn get_json(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.client.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body, headers)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+#[tokio::test]
+async fn routes_to_the_service_with_forwarding_headers() {
+    let env = Env::new().await;
+    env.echo_route("/anything").await;
+    let (status, body, headers) = env
+        .get_json("/anything/x?a=1&a=2", &[("x-forwarded-for", "10.0.0.1")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // strip_path: /anything/x → service path /anything + /x
+    assert_eq!(
+        body["url"],
+        format!("{}/anything/x?a=1&a=2", env.echo.base_url())
+    );
+    assert_eq!(body["args"]["a"], json!(["1", "2"]));
+    let h = &body["headers"];
+    assert_eq!(h["Host"], env.echo.addr.to_string());
+    assert_eq!(h["X-Forwarded-For"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(h["X-Real-Ip"], "127.0.0.1");
+    assert_eq!(h["X-Forwarded-Proto"], "http");
+    assert_eq!(h["X-Forwarded-Host"], "127.0.0.1");
+    assert_eq!(h["X-Forwarded-Port"], env.proxy.port().to_string());
+    assert_eq!(h["X-Forwarded-Path"], "/anything/x");
+    assert_eq!(h["X-Forwarded-Prefix"], "/anything");
+    assert!(h["Via"].as_str().unwrap().starts_with("1.1 gatehouse/"));
+    let rid = headers["x-gatehouse-request-id"].to_str().unwrap();
+    assert_eq!(h["X-Gatehouse-Request-Id"], rid);
+    assert!(headers.contains_key("x-gatehouse-upstream-latency"));
+    assert!(headers.contains_key("x-gatehouse-proxy-latency"));
+    assert!(headers["via"].to_str().unwrap().contains("gatehouse/"));
+}
+
+#[tokio::test]
+async fn gateway_errors_follow_kong() {
+    let env = Env::new().await;
+    let (status, body, headers) = env.get_json("/nothing", &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "no Route matched with those values");
+    assert_eq!(
+        body["request_id"],
+        headers["x-gatehouse-request-id"].to_str().unwrap()
+    );
+    let text = env
+        .client
+        .get(env.url("/nothing"))
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        text.text()
+            .await
+            .unwrap()
+            .starts_with("no Route matched with those values\nrequest_id: ")
+    );
+
+    // Nothing listens on the upstream port: 502.
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = free.local_addr().unwrap();
+    drop(free);
+    let s = env
+        .service(json!({"url": format!("http://{dead}"), "retries": 2, "connect_timeout": 1000}))
+        .await;
+    env.route(json!({"paths": ["/dead"]}), Some(s)).await;
+    let resp = env.client.get(env.url("/dead")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        resp.text().await.unwrap().lines().next().unwrap(),
+        "An invalid response was received from the upstream server"
+    );
+
+    // A slow upstream: 504 after the read timeout, not after the upstream's 2 s.
+    let s = env
+        .service(json!({"url": format!("{}/delay/2", env.echo.base_url()), "read_timeout": 200}))
+        .await;
+    env.route(json!({"paths": ["/slow"]}), Some(s)).await;
+    let started = std::time::Instant::now();
+    let resp = env.client.get(env.url("/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+
+    // A route without a service.
+    env.route(json!({"paths": ["/orphan"]}), None).await;
+    let (status, body, _) = env.get_json("/orphan", &[]).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (503, Some("no Service found with those values"))
+    );
+
+    // Bad paths and oversized headers get clean 4xx.
+    let (status, body, _) = env.get_json("/anything/%zz", &[]).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("Bad request"))
+    );
+    let huge = "x".repeat(100 * 1024);
+    let resp = env
+        .client
+        .get(env.url("/nothing"))
+        .header("x-huge", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+}
+
+#[tokio::test]
+async fn https_only_routes_answer_426_or_redirect() {
+    let env = Env::new().await;
+    let (s, _) = env.echo_route("/open").await;
+    env.route(
+        json!({"paths": ["/secure"], "protocols": ["https"]}),
+        Some(s),
+    )
+    .await;
+    env.route(
+        json!({"paths": ["/moved"], "protocols": ["https"], "https_redirect_status_code": 301}),
+        Some(s),
+    )
+    .await;
+    let (status, body, headers) = env.get_json("/secure", &[]).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (426, Some("Please use HTTPS protocol"))
+    );
+    assert_eq!(headers["upgrade"], "TLS/1.2, HTTP/1.1");
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects
+        .get(env.url("/moved/a?b=1"))
+        .header("host", "api.test:8000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], "https://api.test/moved/a?b=1");
+}
+
+#[tokio::test]
+async fn preserve_host_and_no_strip() {
+    let env = Env::new().await;
+    let s = env
+        .service(json!({"url": format!("{}/anything/base", env.echo.base_url())}))
+        .await;
+    env.route(
+        json!({"paths": ["/keep"], "strip_path": false, "preserve_host": true}),
+        Some(s),
+    )
+    .await;
+    let (status, body, _) = env.get_json("/keep/me", &[("host", "client.test")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["headers"]["Host"], "client.test");
+    assert_eq!(body["url"], "http://client.test/anything/base/keep/me");
+    assert!(body["headers"].get("X-Forwarded-Prefix").is_none());
+}
+
+#[tokio::test]
+async fn plugins_resolve_by_scope_and_consumer() {
+    let env = Env::new().await;
+    let (s, r) = env.echo_route("/anything").await;
+    let other_route = env.route(json!({"paths": ["/other"]}), Some(s)).await;
+    let alice = env.consumer("alice").await;
+    env.plugin(json!({"name": "header-auth"})).await;
+    env.plugin(json!({"name": "marker", "config": {"value": "global"}}))
+        .await;
+    let marker = |env: &Env, path: &'static str, user: Option<&'static str>| {
+        let mut req = env.client.get(env.url(path));
+        if let Some(u) = user {
+            req = req.header("x-user", u);
+        }
+        async move {
+            let body: Value = req.send().await.unwrap().json().await.unwrap();
+            body["headers"]["X-Test-Plugin"].as_str().map(str::to_owned)
+        }
+    };
+    assert_eq!(
+        marker(&env, "/anything", None).await.as_deref(),
+        Some("global")
+    );
+    env.plugin(json!({"name": "marker", "config": {"value": "service"}, "service": {"id": s}}))
+        .await;
+    assert_eq!(
+        marker(&env, "/anything", None).await.as_deref(),
+        Some("service")
+    );
+    env.plugin(json!({"name": "marker", "config": {"value": "route"}, "route": {"id": r}}))
+        .await;
+    assert_eq!(
+        marker(&env, "/anything", None).await.as_deref(),
+        Some("route")
+    );
+    assert_eq!(
+        marker(&env, "/other", None).await.as_deref(),
+        Some("service")
+    );
+    // Consumer alone beats Route and Service…
+    env.plugin(
+        json!({"name": "marker", "config": {"value": "consumer"}, "consumer": {"id": alice}}),
+    )
+    .await;
+    assert_eq!(
+        marker(&env, "/anything", Some("alice")).await.as_deref(),
+        Some("consumer")
+    );
+    assert_eq!(
+        marker(&env, "/other", Some("alice")).await.as_deref(),
+        Some("consumer")
+    );
+    assert_eq!(
+        marker(&env, "/other", Some("bob")).await.as_deref(),
+        Some("service")
+    );
+    assert_eq!(
+        marker(&env, "/anything", Some("bob")).await.as_deref(),
+        Some("route")
+    );
+    // …but not Route+Service.
+    env.plugin(
+        json!({"name": "marker", "config": {"value": "route+service"},
+                      "route": {"id": r}, "service": {"id": s}}),
+    )
+    .await;
+    assert_eq!(
+        marker(&env, "/anything", Some("alice")).await.as_deref(),
+        Some("route+service")
+    );
+    assert_eq!(
+        marker(&env, "/other", Some("alice")).await.as_deref(),
+        Some("consumer")
+    );
+    // Route+Consumer beats Route.
+    env.plugin(
+        json!({"name": "marker", "config": {"value": "route+consumer"},
+                      "route": {"id": r}, "consumer": {"id": alice}}),
+    )
+    .await;
+    assert_eq!(
+        marker(&env, "/anything", Some("alice")).await.as_deref(),
+        Some("route+consumer")
+    );
+    let _ = other_route;
+
+    // A plugin answering itself: no upstream call, gateway headers on the response.
+    let resp = env
+        .client
+        .get(env.url("/anything"))
+        .header("x-deny", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().contains_key("x-gatehouse-request-id"));
+    assert!(
+        resp.headers()["server"]
+            .to_str()
+            .unwrap()
+            .starts_with("gatehouse/")
+    );
+}
+
+#[tokio::test]
+async fn disabled_services_take_their_routes_out() {
+    let env = Env::new().await;
+    let s = env
+        .service(json!({"url": format!("{}/anything", env.echo.base_url()), "enabled": false}))
+        .await;
+    env.route(json!({"paths": ["/off"]}), Some(s)).await;
+    let (status, _, _) = env.get_json("/off", &[]).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn streams_large_bodies_both_ways() {
+    use http_body_util::BodyExt;
+    let env = Env::new().await;
+    // Download: 64 MiB from the echo server, counted chunk by chunk.
+    let s = env.service(json!({"url": env.echo.base_url()})).await;
+    env.route(json!({"paths": ["/dl"]}), Some(s)).await;
+    let mut resp = env
+        .client
+        .get(env.url("/dl/bytes/67108864"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut total = 0usize;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        total += chunk.len();
+    }
+    assert_eq!(total, 64 << 20);
+
+    // Upload: 256 MiB streamed to an upstream that counts and discards.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = sink.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let mut body = req.into_body();
+                        let mut n = 0usize;
+                        while let Some(frame) = body.frame().await {
+                            if let Ok(data) = frame.unwrap().into_data() {
+                                n += data.len();
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(n.to_string())),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let s = env
+        .service(json!({"url": format!("http://{sink_addr}")}))
+        .await;
+    env.route(json!({"paths": ["/ul"]}), Some(s)).await;
+    let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let stream =
+        futures::stream::iter((0..256).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = env
+        .client
+        .post(env.url("/ul"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), (256usize << 20).to_string());
+}
+
+#[tokio::test]
+async fn configuration_swaps_under_load_without_failures() {
+    let env = Arc::new(Env::new().await);
+    env.echo_route("/anything").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let env = env.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut ok = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = env.client.get(env.url("/anything")).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    for i in 0..30 {
+        env.route(json!({"paths": [format!("/extra-{i}")]}), None)
+            .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert!(total > 0);
+    assert_eq!(env.gateway.snapshot().routes.len(), 31);
+}
