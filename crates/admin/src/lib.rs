@@ -67,11 +67,38 @@ pub fn router(state: AdminState, auth: auth::AdminAuth) -> Router {
             Arc::new(auth),
             auth::require_admin,
         ));
-    Router::new()
+    let inner = Router::new()
         .route("/status", get(status))
         .merge(protected)
         .fallback(fallback)
-        .with_state(state)
+        .with_state(state);
+    // The walkthrough POSTs to `…/core-entities/plugins/`: Kong and Konnect accept a trailing
+    // slash, so the path loses it before routing.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .map_request(strip_trailing_slash)
+            .service(inner),
+    )
+}
+
+fn strip_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let rebuilt = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(pq) = rebuilt.parse::<http::uri::PathAndQuery>() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 /// 404 in the format of the API the path belongs to.

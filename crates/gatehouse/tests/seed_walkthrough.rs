@@ -1,0 +1,234 @@
+//! The user's walkthrough (Kong's "Configure the OAuth 2.0 Introspection plugin with Kong
+//! Identity", `shared/seed/`) end to end against the real `gatehouse quickstart` binary, step by
+//! step with the seed's request bodies, as the README tells a newcomer to run it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::Engine;
+use common::{Node, admin, client};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+struct Issued {
+    server_id: String,
+    issuer: String,
+    client_id: String,
+    secret: String,
+}
+
+/// Steps 1–2 of the seed: auth server, scope, claim, client.
+async fn identity_setup(http: &reqwest::Client, base: &str, name: &str) -> Issued {
+    let (s, server) = admin(
+        http,
+        Method::POST,
+        format!("{base}/v1/auth-servers"),
+        Some(json!({"name": name, "audience": "http://myhttpbin.dev",
+                    "description": "Auth server for the Appointment dev environment"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{server}");
+    let server_id = server["id"].as_str().unwrap().to_owned();
+    let (s, scope) = admin(
+        http,
+        Method::POST,
+        format!("{base}/v1/auth-servers/{server_id}/scopes"),
+        Some(json!({"name": "my-scope", "description": "Scope to test Kong Identity",
+                    "default": false, "include_in_metadata": false, "enabled": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{scope}");
+    let scope_id = scope["id"].as_str().unwrap().to_owned();
+    let (s, claim) = admin(
+        http,
+        Method::POST,
+        format!("{base}/v1/auth-servers/{server_id}/claims"),
+        Some(json!({"name": "test-claim", "value": "test", "include_in_token": true,
+                    "include_in_all_scopes": false, "include_in_scopes": [scope_id],
+                    "enabled": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{claim}");
+    let (s, c) = admin(
+        http,
+        Method::POST,
+        format!("{base}/v1/auth-servers/{server_id}/clients"),
+        Some(json!({"name": "Client", "grant_types": ["client_credentials"],
+                    "allow_all_scopes": false, "allow_scopes": [scope_id],
+                    "access_token_duration": 3600, "id_token_duration": 3600,
+                    "response_types": ["id_token", "token"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{c}");
+    Issued {
+        server_id,
+        issuer: server["issuer"].as_str().unwrap().to_owned(),
+        client_id: c["id"].as_str().unwrap().to_owned(),
+        secret: c["client_secret"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Step 6: a token from `oauth/token` with the seed's form.
+async fn token(http: &reqwest::Client, i: &Issued) -> String {
+    let r = http
+        .post(format!("{}/oauth/token", i.issuer))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", i.client_id.as_str()),
+            ("client_secret", i.secret.as_str()),
+            ("scope", "my-scope"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    t["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn anything(http: &reqwest::Client, proxy: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut req = http.get(format!("{proxy}/anything"));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn walkthrough(database: Option<&str>) {
+    let node = Node::start("quickstart", database, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let base = node.admin.clone();
+    let proxy = node.proxy.clone();
+    // The quickstart prints the three exports of the README.
+    for export in ["KONNECT_TOKEN", "KONNECT_CONTROL_PLANE_URL", "KONNECT_PROXY_URL"] {
+        assert!(
+            node.banner.iter().any(|l| l.starts_with(&format!("export {export}="))),
+            "{export} missing from {:?}",
+            node.banner
+        );
+    }
+
+    // Steps 1–2.
+    let issued = identity_setup(&http, &base, "Appointments Dev").await;
+
+    // Step 3: the Basic credentials, as `echo -n "$CLIENT_ID:$CLIENT_SECRET" | base64`.
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", issued.client_id, issued.secret));
+
+    // Step 4: the control plane, found by name.
+    let (s, cps) = admin(
+        &http,
+        Method::GET,
+        format!("{base}/v2/control-planes?filter%5Bname%5D%5Bcontains%5D=quickstart"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let cp = cps["data"][0]["id"].as_str().unwrap().to_owned();
+
+    // Before the plugin, the route is open.
+    let (s, _) = anything(&http, &proxy, None).await;
+    assert_eq!(s, 200);
+
+    // Step 5: the plugin, globally, with the seed's body (the claim to forward named).
+    let (s, plugin) = admin(
+        &http,
+        Method::POST,
+        format!("{base}/v2/control-planes/{cp}/core-entities/plugins/"),
+        Some(json!({"name": "oauth2-introspection", "config": {
+            "introspection_url": format!("{}/introspect", issued.issuer),
+            "authorization_value": format!("Basic {encoded}"),
+            "consumer_by": "client_id",
+            "custom_claims_forward": ["test-claim"],
+        }})),
+    )
+    .await;
+    assert_eq!(s, 201, "{plugin}");
+    let plugin_id = plugin["id"].as_str().unwrap().to_owned();
+
+    // Step 6 and 7: token, then the service through the proxy.
+    let access = token(&http, &issued).await;
+    let (s, echo) = anything(&http, &proxy, Some(&access)).await;
+    assert_eq!(s, 200, "{echo}");
+    let h = &echo["headers"];
+    assert_eq!(h["X-Credential-Client-Id"], issued.client_id.as_str());
+    assert_eq!(h["X-Credential-Scope"], "my-scope");
+    assert_eq!(h["X-Credential-Test-Claim"], "test");
+    assert!(h.get("Authorization").is_none(), "hide_credentials: {h}");
+
+    // No token, a garbage token: 401 with the plugin's errors.
+    let (s, e) = anything(&http, &proxy, None).await;
+    assert_eq!((s, e["error"].as_str()), (401, Some("invalid_request")));
+    let (s, e) = anything(&http, &proxy, Some("not-a-token")).await;
+    assert_eq!((s, e["error"].as_str()), (401, Some("invalid_token")));
+
+    // A token of another auth server is not active for this one.
+    let other = identity_setup(&http, &base, "Another Server").await;
+    let foreign = token(&http, &other).await;
+    let (s, _) = anything(&http, &proxy, Some(&foreign)).await;
+    assert_eq!(s, 401);
+
+    // A revoked token stops working once the cache allows: a short ttl proves it.
+    let (s, _) = admin(
+        &http,
+        Method::PATCH,
+        format!("{base}/v2/control-planes/{cp}/core-entities/plugins/{plugin_id}"),
+        Some(json!({"config": {"ttl": 1}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let fresh = token(&http, &issued).await;
+    let (s, _) = anything(&http, &proxy, Some(&fresh)).await;
+    assert_eq!(s, 200);
+    let (s, tokens) = admin(
+        &http,
+        Method::GET,
+        format!(
+            "{base}/v1/auth-servers/{}/clients/{}/tokens?page[size]=100",
+            issued.server_id, issued.client_id
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    for t in tokens["data"].as_array().unwrap() {
+        let (s, _) = admin(
+            &http,
+            Method::DELETE,
+            format!(
+                "{base}/v1/auth-servers/{}/clients/{}/tokens/{}",
+                issued.server_id,
+                issued.client_id,
+                t["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(s, 204);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _) = anything(&http, &proxy, Some(&fresh)).await;
+        if s == 401 {
+            break;
+        }
+        assert_eq!(s, 200);
+        assert!(Instant::now() < deadline, "a revoked token kept working");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn seed_walkthrough_on_sqlite() {
+    walkthrough(None).await;
+}
+
+#[tokio::test]
+async fn seed_walkthrough_on_postgres() {
+    let url = common::postgres_schema_url().await;
+    walkthrough(Some(&url)).await;
+}
