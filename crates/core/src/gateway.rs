@@ -737,13 +737,10 @@ fn read_headers(r: &mut KongReader) -> Option<BTreeMap<String, Vec<String>>> {
             );
             continue;
         }
-        if let Some(re) = list.first().and_then(|v| v.strip_prefix("~*"))
-            && let Err(e) = regex::RegexBuilder::new(re).case_insensitive(true).build()
-        {
-            r.errors.add(
-                "headers",
-                format!("invalid regex '{re}' for header '{name}': {e}"),
-            );
+        for value in &list {
+            if let Err(msg) = gatehouse_router::validate_header_value(value) {
+                r.errors.add("headers", msg);
+            }
         }
         out.insert(name, list);
     }

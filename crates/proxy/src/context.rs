@@ -17,8 +17,9 @@ pub struct Credential {
     pub client_id: Option<String>,
     /// Granted scopes, space-separated.
     pub scope: Option<String>,
-    /// Every claim the identity provider returned (introspection answer).
-    pub claims: Map<String, Value>,
+    /// Every claim the identity provider returned (introspection answer), shared with the
+    /// cache entry it came from rather than copied per request.
+    pub claims: Arc<Map<String, Value>>,
 }
 
 /// One request's context, owned by the request's task.

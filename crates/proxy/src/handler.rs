@@ -270,7 +270,12 @@ async fn proxy(
             .uri(upstream_uri.clone())
             .version(version);
         if let Some(h) = builder.headers_mut() {
-            *h = headers.clone();
+            // The last attempt takes the headers; earlier ones (retries) need a copy.
+            *h = if attempt + 1 == attempts {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
         }
         let b = body.take().unwrap_or_else(crate::empty_body);
         let Ok(upstream_req) = builder.body(b) else {

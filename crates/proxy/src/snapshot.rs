@@ -209,7 +209,10 @@ pub fn build(
     }
     *cache = next_cache;
 
-    // Routes of disabled services are left out of the router (Kong: they answer 404).
+    // Routes of disabled services are left out of the router (Kong: they answer 404), and so
+    // are routes matching on SNI: the proxy has no TLS listener, and a request without SNI must
+    // not match them.
+    routes.retain(|r| r.snis.as_ref().is_none_or(|s| s.is_empty()));
     routes.retain(|r| {
         r.service
             .and_then(|s| services.get(&s.id))

@@ -37,7 +37,7 @@ pub fn key(token: &str) -> Key {
 #[derive(Debug)]
 pub struct Active {
     /// Every field of the introspection answer.
-    pub claims: Map<String, Value>,
+    pub claims: std::sync::Arc<Map<String, Value>>,
     /// `client_id`.
     pub client_id: Option<String>,
     /// `scope`.

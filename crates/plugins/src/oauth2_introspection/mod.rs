@@ -196,7 +196,7 @@ impl OAuth2Introspection {
                 .and_then(scalar_string),
             exp,
             headers,
-            claims,
+            claims: Arc::new(claims),
         })
     }
 
