@@ -34,8 +34,10 @@ async fn identity_setup(http: &reqwest::Client, base: &str, name: &str) -> Issue
         http,
         Method::POST,
         format!("{base}/v1/auth-servers/{server_id}/scopes"),
-        Some(json!({"name": "my-scope", "description": "Scope to test Kong Identity",
-                    "default": false, "include_in_metadata": false, "enabled": true})),
+        Some(
+            json!({"name": "my-scope", "description": "Scope to test Kong Identity",
+                    "default": false, "include_in_metadata": false, "enabled": true}),
+        ),
     )
     .await;
     assert_eq!(s, 201, "{scope}");
@@ -44,9 +46,11 @@ async fn identity_setup(http: &reqwest::Client, base: &str, name: &str) -> Issue
         http,
         Method::POST,
         format!("{base}/v1/auth-servers/{server_id}/claims"),
-        Some(json!({"name": "test-claim", "value": "test", "include_in_token": true,
+        Some(
+            json!({"name": "test-claim", "value": "test", "include_in_token": true,
                     "include_in_all_scopes": false, "include_in_scopes": [scope_id],
-                    "enabled": true})),
+                    "enabled": true}),
+        ),
     )
     .await;
     assert_eq!(s, 201, "{claim}");
@@ -54,10 +58,12 @@ async fn identity_setup(http: &reqwest::Client, base: &str, name: &str) -> Issue
         http,
         Method::POST,
         format!("{base}/v1/auth-servers/{server_id}/clients"),
-        Some(json!({"name": "Client", "grant_types": ["client_credentials"],
+        Some(
+            json!({"name": "Client", "grant_types": ["client_credentials"],
                     "allow_all_scopes": false, "allow_scopes": [scope_id],
                     "access_token_duration": 3600, "id_token_duration": 3600,
-                    "response_types": ["id_token", "token"]})),
+                    "response_types": ["id_token", "token"]}),
+        ),
     )
     .await;
     assert_eq!(s, 201, "{c}");
@@ -104,9 +110,15 @@ async fn walkthrough(database: Option<&str>) {
     let base = node.admin.clone();
     let proxy = node.proxy.clone();
     // The quickstart prints the three exports of the README.
-    for export in ["KONNECT_TOKEN", "KONNECT_CONTROL_PLANE_URL", "KONNECT_PROXY_URL"] {
+    for export in [
+        "KONNECT_TOKEN",
+        "KONNECT_CONTROL_PLANE_URL",
+        "KONNECT_PROXY_URL",
+    ] {
         assert!(
-            node.banner.iter().any(|l| l.starts_with(&format!("export {export}="))),
+            node.banner
+                .iter()
+                .any(|l| l.starts_with(&format!("export {export}="))),
             "{export} missing from {:?}",
             node.banner
         );
