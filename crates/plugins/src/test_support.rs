@@ -155,7 +155,10 @@ impl Entities {
 
     /// The snapshot of these entities.
     pub fn build(&self, cache: &mut InstanceCache) -> Arc<Snapshot> {
-        Arc::new(snapshot::build(self.cp, &self.list, &crate::registry(), cache).unwrap())
+        let upstreams = gatehouse_proxy::upstream::UpstreamClients::default();
+        Arc::new(
+            snapshot::build(self.cp, &self.list, &crate::registry(), cache, &upstreams).unwrap(),
+        )
     }
 }
 

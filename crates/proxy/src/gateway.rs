@@ -100,7 +100,13 @@ impl Gateway {
                 }
             }
         }
-        let next = snapshot::build(self.control_plane_id, &entities, &self.registry, &mut cache)?;
+        let next = snapshot::build(
+            self.control_plane_id,
+            &entities,
+            &self.registry,
+            &mut cache,
+            &self.upstreams,
+        )?;
         let routes = next.routes.len();
         self.snapshot.store(Arc::new(next));
         tracing::debug!(

@@ -72,7 +72,6 @@ where
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
     let result = proxy(
-        gw,
         &mut ctx,
         parts,
         body.map_err(Into::into).boxed_unsync(),
@@ -109,7 +108,6 @@ where
 }
 
 async fn proxy(
-    gw: &Gateway,
     ctx: &mut RequestCtx,
     parts: http::request::Parts,
     body: ProxyBody,
@@ -252,7 +250,7 @@ async fn proxy(
     let has_body = !http_body::Body::is_end_stream(&req.body);
     let method = req.parts.method.clone();
     let version = http::Version::HTTP_11;
-    let client = gw.upstreams().get(svc.connect_timeout);
+    let client = &service.client;
     let read_timeout = Duration::from_millis(u64::from(svc.read_timeout));
     // The wait for the response head: the read timeout, plus time to connect (the connector
     // enforces connect_timeout itself; the pool hides whether this exchange had to connect, so

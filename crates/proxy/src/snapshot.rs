@@ -43,6 +43,8 @@ pub struct ServiceRuntime {
     pub host_header: HeaderValue,
     /// `http://host:port`, the upstream authority the client connects to.
     pub origin: String,
+    /// The pooled client for this service's connect timeout (pools outlive snapshots).
+    pub client: crate::upstream::UpstreamClient,
 }
 
 /// One plugin instance, ready to run.
@@ -148,6 +150,7 @@ pub fn build(
     entities: &[CoreEntity],
     registry: &Registry,
     cache: &mut InstanceCache,
+    upstreams: &crate::upstream::UpstreamClients,
 ) -> Result<Snapshot, SnapshotError> {
     let mut services = HashMap::new();
     let mut routes = Vec::new();
@@ -157,7 +160,8 @@ pub fn build(
         match e.kind {
             EntityKind::Service => {
                 let s: Service = parse(e)?;
-                services.insert(s.id, Arc::new(service_runtime(s, e.id)?));
+                let client = upstreams.get(s.connect_timeout);
+                services.insert(s.id, Arc::new(service_runtime(s, e.id, client)?));
             }
             EntityKind::Route => routes.push(parse::<Route>(e)?),
             EntityKind::Consumer => {
@@ -259,7 +263,11 @@ pub fn build(
     })
 }
 
-fn service_runtime(s: Service, id: Uuid) -> Result<ServiceRuntime, SnapshotError> {
+fn service_runtime(
+    s: Service,
+    id: Uuid,
+    client: crate::upstream::UpstreamClient,
+) -> Result<ServiceRuntime, SnapshotError> {
     let default_port = if s.protocol == "https" { 443 } else { 80 };
     let host_header = if s.port == default_port {
         s.host.clone()
@@ -274,6 +282,7 @@ fn service_runtime(s: Service, id: Uuid) -> Result<ServiceRuntime, SnapshotError
     Ok(ServiceRuntime {
         origin: format!("{}://{}:{}", s.protocol, s.host, s.port),
         host_header,
+        client,
         service: s,
     })
 }
