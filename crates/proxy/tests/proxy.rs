@@ -624,3 +624,49 @@ async fn configuration_swaps_under_load_without_failures() {
     assert!(total > 0);
     assert_eq!(env.gateway.snapshot().routes.len(), 31);
 }
+
+/// An upstream that answers every connection with `reply` and closes it.
+async fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(reply).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn broken_upstreams_give_502_never_a_hang() {
+    let env = Env::new().await;
+    let garbage = raw_upstream(b"this is not HTTP\r\n\r\n").await;
+    let reset = raw_upstream(b"").await;
+    let truncated = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
+    for (path, addr) in [("/garbage", garbage), ("/reset", reset)] {
+        let s = env
+            .service(json!({"url": format!("http://{addr}"), "read_timeout": 2000}))
+            .await;
+        env.route(json!({"paths": [path]}), Some(s)).await;
+        let resp = env.client.get(env.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 502, "{path}");
+    }
+    // Headers arrived, then the body broke: the client sees the stream end in an error rather
+    // than a complete response.
+    let s = env
+        .service(json!({"url": format!("http://{truncated}"), "read_timeout": 2000}))
+        .await;
+    env.route(json!({"paths": ["/truncated"]}), Some(s)).await;
+    let resp = env.client.get(env.url("/truncated")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.is_err());
+}
