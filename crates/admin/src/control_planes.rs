@@ -255,6 +255,14 @@ async fn patch_cp(
     let mut cp = load(&st, &id).await?;
     let mut r = ObjectReader::new(body)?;
     if let Some(v) = r.string_len("name", 1, 256) {
+        // Nodes find `default` and their --control-plane by name at start: renaming those would
+        // orphan their configuration on the next start.
+        if v != cp.name && in_use(&st, &cp) {
+            return Err(ApiError::Conflict(
+                "this control plane is served by this node; it cannot be renamed while in use"
+                    .into(),
+            ));
+        }
         cp.name = v;
     }
     if let Some(v) = r.string_len("description", 0, 250) {
@@ -279,15 +287,18 @@ async fn patch_cp(
     Ok(axum::Json(render(&st, &cp)).into_response())
 }
 
-async fn delete_cp(State(st): State<AdminState>, Path(id): Path<String>) -> ApiResult {
-    let cp = load(&st, &id).await?;
-    let in_use = st
-        .gateway
+/// Whether this node serves `cp` (its proxy, or the Kong Admin API paths).
+fn in_use(st: &AdminState, cp: &ControlPlane) -> bool {
+    st.gateway
         .running
         .as_ref()
         .is_some_and(|g| g.control_plane_id() == cp.id)
-        || st.gateway.default_control_plane == cp.id;
-    if in_use {
+        || st.gateway.default_control_plane == cp.id
+}
+
+async fn delete_cp(State(st): State<AdminState>, Path(id): Path<String>) -> ApiResult {
+    let cp = load(&st, &id).await?;
+    if in_use(&st, &cp) {
         return Err(ApiError::Conflict(
             "this control plane is served by this node (its proxy or the Kong Admin API paths); it cannot be deleted while in use".into(),
         ));

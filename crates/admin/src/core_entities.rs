@@ -41,9 +41,11 @@ pub struct Scope {
 impl FromRequestParts<AdminState> for Scope {
     type Rejection = KongError;
     async fn from_request_parts(parts: &mut Parts, st: &AdminState) -> Result<Self, KongError> {
+        // A path that does not decode (invalid UTF-8 in a parameter) names nothing: it must not
+        // fall back to the default control plane.
         let Path(params): Path<HashMap<String, String>> = Path::from_request_parts(parts, st)
             .await
-            .unwrap_or_else(|_| Path(HashMap::new()));
+            .map_err(|_| KongError::NotFound)?;
         let (cp, prefix) = match params.get("cp") {
             Some(raw) => {
                 let id = Uuid::parse_str(raw).map_err(|_| KongError::NotFound)?;
@@ -92,7 +94,9 @@ impl<S: Send + Sync> FromRequest<S> for KongJson {
             return Ok(Self(json!({})));
         }
         if content_type.starts_with("application/x-www-form-urlencoded") {
-            return Ok(Self(form_to_json(&bytes)));
+            let mut v = form_to_json(&bytes)?;
+            coerce_form(&mut v);
+            return Ok(Self(v));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(v @ Value::Object(_)) => Ok(Self(v)),
@@ -140,25 +144,85 @@ fn insert_path(
     }
 }
 
-/// Kong's form bodies: `a.b=1` nests, repeated keys and `key[]` make arrays. Values stay
-/// strings except `true`/`false` and integers, which Kong's schema would coerce.
-fn form_to_json(body: &[u8]) -> Value {
+/// Kong's form bodies: `a.b=1` nests, repeated keys and `key[]` make arrays. Values are strings,
+/// as sent; [`coerce_form`] then types the fields whose type the entity schemas define.
+fn form_to_json(body: &[u8]) -> Result<Value, KongError> {
     let mut out = serde_json::Map::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         let key = k.trim_end_matches("[]").to_owned();
         let array = k.ends_with("[]");
-        let value = match v.as_ref() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            s => s
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or_else(|_| Value::String(s.to_owned())),
-        };
         let segments: Vec<&str> = key.split('.').collect();
-        insert_path(&mut out, &segments, value, array);
+        if segments.len() > MAX_FORM_DEPTH {
+            return Err(KongError::BadRequest(format!(
+                "form field names may nest at most {MAX_FORM_DEPTH} levels"
+            )));
+        }
+        insert_path(&mut out, &segments, Value::String(v.into_owned()), array);
     }
-    Value::Object(out)
+    Ok(Value::Object(out))
+}
+
+/// Deep enough for any entity; bounds the recursion of [`insert_path`].
+const MAX_FORM_DEPTH: usize = 8;
+
+const FORM_INTEGERS: &[&str] = &[
+    "port",
+    "retries",
+    "connect_timeout",
+    "write_timeout",
+    "read_timeout",
+    "tls_verify_depth",
+    "regex_priority",
+    "https_redirect_status_code",
+];
+const FORM_BOOLEANS: &[&str] = &[
+    "enabled",
+    "tls_verify",
+    "strip_path",
+    "preserve_host",
+    "request_buffering",
+    "response_buffering",
+];
+const FORM_ARRAYS: &[&str] = &["protocols", "methods", "hosts", "paths", "snis", "tags"];
+
+/// Types form values by the entity schemas (Kong infers them from the schema too): integer and
+/// boolean fields from their strings, array fields from a single value. Plugin `config` values
+/// keep their strings except `true`, `false` and numbers, since plugin schemas are not known here.
+fn coerce_form(v: &mut Value) {
+    let Value::Object(m) = v else { return };
+    for (k, val) in m.iter_mut() {
+        if k == "config" {
+            if let Value::Object(cfg) = val {
+                for c in cfg.values_mut() {
+                    if let Value::String(s) = c {
+                        if let Ok(b) = s.parse::<bool>() {
+                            *c = Value::Bool(b);
+                        } else if let Ok(n) = s.parse::<i64>() {
+                            *c = Value::from(n);
+                        } else if let Ok(f) = s.parse::<f64>() {
+                            *c = Value::from(f);
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        if FORM_INTEGERS.contains(&k.as_str()) {
+            if let Value::String(s) = val
+                && let Ok(n) = s.parse::<i64>()
+            {
+                *val = Value::from(n);
+            }
+        } else if FORM_BOOLEANS.contains(&k.as_str()) {
+            if let Value::String(s) = val
+                && let Ok(b) = s.parse::<bool>()
+            {
+                *val = Value::Bool(b);
+            }
+        } else if FORM_ARRAYS.contains(&k.as_str()) && val.is_string() {
+            *val = Value::Array(vec![val.take()]);
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> KongError {
@@ -421,16 +485,16 @@ async fn list(
     let mut body = json!({"data": data, "next": null});
     if more && let Some(last) = page.last() {
         let token = B64.encode(last.id.to_string());
-        let mut next = format!("{}?offset={token}", uri.path());
-        if size != 100 {
-            next.push_str(&format!("&size={size}"));
-        }
-        if let Some(t) = &tags {
-            next.push_str("&tags=");
-            next.push_str(&url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>());
+        // Every parameter of this request but the offset carries over (size, tags, filters).
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("offset", &token);
+        for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+            if k != "offset" {
+                query.append_pair(&k, &v);
+            }
         }
         body["offset"] = json!(token);
-        body["next"] = json!(next);
+        body["next"] = json!(format!("{}?{}", uri.path(), query.finish()));
     }
     Ok(ok(StatusCode::OK, body))
 }
@@ -608,11 +672,24 @@ fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
 pub async fn apply(st: &AdminState, cp: Uuid) -> Result<(), KongError> {
     if let Some(gw) = &st.gateway.running
         && gw.control_plane_id() == cp
+        && let Err(e) = gw.reload().await
     {
-        gw.reload().await.map_err(|e| {
-            tracing::error!(error = %e, "rebuilding the proxy configuration failed");
-            KongError::Internal
-        })?;
+        // The write is committed: answer it as done, and keep trying to bring the proxy up
+        // to date rather than leaving it on the old configuration until the next write.
+        tracing::error!(error = %e, "rebuilding the proxy configuration failed; retrying");
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            for attempt in 1u32..=10 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                    .await;
+                match gw.reload().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, attempt, "proxy configuration reload failed")
+                    }
+                }
+            }
+        });
     }
     Ok(())
 }
@@ -750,14 +827,18 @@ mod tests {
 
     #[test]
     fn form_bodies_nest_and_repeat() {
-        let v = form_to_json(
-            b"name=svc&config.ttl=5&paths[]=/a&methods=GET&methods=POST&enabled=false",
-        );
+        let mut v = form_to_json(
+            b"name=2024&config.ttl=5&paths=/a&methods=GET&methods=POST&enabled=false&port=80&username=0042",
+        )
+        .unwrap();
+        coerce_form(&mut v);
         assert_eq!(
             v,
-            json!({"name": "svc", "config": {"ttl": 5}, "paths": ["/a"],
-                   "methods": ["GET", "POST"], "enabled": false})
+            json!({"name": "2024", "config": {"ttl": 5}, "paths": ["/a"],
+                   "methods": ["GET", "POST"], "enabled": false, "port": 80, "username": "0042"})
         );
+        let deep = format!("{}=1", vec!["a"; 100].join("."));
+        assert!(form_to_json(deep.as_bytes()).is_err());
     }
 
     #[test]

@@ -720,3 +720,56 @@ async fn authentication_errors_use_each_apis_format() {
     assert_eq!(s, 401);
     assert!(ct.starts_with("application/problem+json"));
 }
+
+#[tokio::test]
+async fn filters_survive_pagination_and_served_planes_keep_their_names() {
+    for store in stores().await {
+        let e = env(store).await;
+        for name in ["keep-1", "keep-2", "keep-3", "other"] {
+            let (s, _) = e
+                .call(
+                    "POST",
+                    "/services",
+                    Some(json!({"name": name, "host": "h.test"})),
+                )
+                .await;
+            assert_eq!(s, 201);
+        }
+        let mut next = "/services?filter%5Bname%5D%5Bcontains%5D=keep&size=1".to_owned();
+        let mut names = Vec::new();
+        loop {
+            let (s, page) = e.call("GET", &next, None).await;
+            assert_eq!(s, 200, "{page}");
+            for item in page["data"].as_array().unwrap() {
+                names.push(item["name"].as_str().unwrap().to_owned());
+            }
+            match page["next"].as_str() {
+                Some(n) => next = n.to_owned(),
+                None => break,
+            }
+        }
+        names.sort();
+        assert_eq!(names, ["keep-1", "keep-2", "keep-3"], "{}", e.backend);
+
+        let (s, _) = e
+            .call(
+                "PATCH",
+                &format!("/v2/control-planes/{}", e.default_cp),
+                Some(json!({"name": "renamed"})),
+            )
+            .await;
+        assert_eq!(s, 409);
+        let (s, _) = e
+            .call(
+                "POST",
+                "/v2/control-planes/%FF/core-entities/services",
+                Some(json!({"host": "h"})),
+            )
+            .await;
+        let (_, list) = e.call("GET", "/services", None).await;
+        assert_eq!(
+            s, 404,
+            "an undecodable control plane id names nothing: {list}"
+        );
+    }
+}

@@ -30,6 +30,9 @@ static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-ups
 static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-proxy-latency");
 static X_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-response-latency");
 
+/// `Via` on a request that arrived without one.
+const VIA_REQUEST: &str = concat!("1.1 gatehouse/", env!("CARGO_PKG_VERSION"));
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded in either direction.
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -109,7 +112,7 @@ where
 
 async fn proxy(
     ctx: &mut RequestCtx,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: ProxyBody,
     conn: ConnInfo,
     executed: &mut Vec<Arc<PluginInstance>>,
@@ -125,6 +128,10 @@ async fn proxy(
     if head_bytes > crate::server::MAX_HEADER_BYTES {
         return Err(GatewayError::HeadersTooLarge);
     }
+    // Hop-by-hop headers, including those the client names in `Connection`, go before any
+    // plugin runs: otherwise `Connection: X-Anonymous-Consumer` would strip a header a plugin
+    // set for the upstream.
+    strip_hop_by_hop(&mut parts.headers);
     let raw_path = parts.uri.path().to_owned();
     let path = gatehouse_router::normalize_path(&raw_path)
         .map_err(|_| GatewayError::BadRequest)?
@@ -226,7 +233,6 @@ async fn proxy(
     let upstream_uri: Uri = uri.parse().map_err(|_| GatewayError::BadRequest)?;
 
     let mut headers = std::mem::take(&mut req.parts.headers);
-    strip_hop_by_hop(&mut headers);
     let client_host = host.clone().unwrap_or_default();
     if route.route.preserve_host {
         if !headers.contains_key(header::HOST)
@@ -314,6 +320,8 @@ async fn proxy(
     strip_hop_by_hop(&mut parts.headers);
     let h = &mut parts.headers;
     append_via(h, parts.version);
+    h.entry(header::SERVER)
+        .or_insert(HeaderValue::from_static(SERVER_TOKEN));
     if let Ok(v) = HeaderValue::from_str(&upstream_latency.to_string()) {
         h.insert(X_UPSTREAM_LATENCY.clone(), v);
     }
@@ -407,20 +415,25 @@ fn forwarded_headers(
         headers.remove(&X_FORWARDED_PREFIX);
     }
     set(headers, &X_REAL_IP, &ip);
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, 1.1 {VIA_TOKEN}"),
-        None => format!("1.1 {VIA_TOKEN}"),
-    };
-    set(headers, &header::VIA, &via);
+    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) => {
+            let via = format!("{existing}, 1.1 {VIA_TOKEN}");
+            set(headers, &header::VIA, &via);
+        }
+        None => {
+            headers.insert(header::VIA, HeaderValue::from_static(VIA_REQUEST));
+        }
+    }
     set(headers, &X_REQUEST_ID, &ctx.request_id);
 }
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+        // `[v6]:port` → `[v6]`; anything without a closing bracket is returned as it is.
+        return match host.split_once(']') {
+            Some((h, _)) => &host[..h.len() + 1],
+            None => host,
+        };
     }
     host.rsplit_once(':')
         .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
@@ -442,5 +455,7 @@ pub fn https_redirect(status: u16, host: Option<&str>, uri: &Uri) -> Option<Resp
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static(SERVER_TOKEN));
     Some(resp)
 }

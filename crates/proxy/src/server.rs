@@ -31,7 +31,14 @@ pub async fn serve(
         .keep_alive(true)
         .header_read_timeout(Duration::from_secs(60))
         .max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 connections have no header-read timeout to end them: ping idle peers and drop the
+    // ones that stop answering, so dead h2c clients do not hold descriptors forever.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -670,3 +670,30 @@ async fn broken_upstreams_give_502_never_a_hang() {
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err());
 }
+
+#[tokio::test]
+async fn hostile_headers_neither_crash_nor_strip_plugin_headers() {
+    let env = Env::new().await;
+    env.echo_route("/anything").await;
+    env.plugin(json!({"name": "marker", "config": {"value": "set-by-plugin"}}))
+        .await;
+    // A Host with an unclosed IPv6 bracket.
+    let (status, body, _) = env.get_json("/anything", &[("host", "[x")]).await;
+    assert_eq!(status, 200, "{body}");
+    // `Connection` may not name a header a plugin sets for the upstream.
+    let (status, body, _) = env
+        .get_json(
+            "/anything",
+            &[("connection", "x-test-plugin, x-other"), ("x-other", "1")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["headers"]["X-Test-Plugin"], "set-by-plugin");
+    assert!(
+        body["headers"].get("X-Other").is_none(),
+        "client hop-by-hop headers go"
+    );
+    // Proxied responses carry a Server header when the upstream sent none.
+    let resp = env.client.get(env.url("/anything")).send().await.unwrap();
+    assert!(resp.headers().contains_key("server"));
+}

@@ -221,6 +221,22 @@ macro_rules! gateway_sql {
         ) -> Result<()> {
             use gatehouse_core::gateway::EntityKind as K;
             let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
+            let mut lock: Qb =
+                QueryBuilder::new("SELECT id FROM core_entities WHERE control_plane_id = ");
+            lock.push_bind(cp.to_string())
+                .push(" AND kind = ")
+                .push_bind(kind.as_str())
+                .push(" AND id = ")
+                .push_bind(id.to_string())
+                .push(dialect::LOCK_UPDATE);
+            let locked: Option<String> = lock
+                .build_query_scalar()
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if locked.is_none() {
+                return Err(StoreError::NotFound);
+            }
             let cascade_column = match kind {
                 K::Service => {
                     let mut qb: Qb = QueryBuilder::new(
@@ -324,19 +340,20 @@ macro_rules! gateway_sql_helpers {
             ];
             for (kind, id) in refs {
                 let Some(id) = id else { continue };
-                let mut qb: Qb = QueryBuilder::new(
-                    "SELECT COUNT(*) FROM core_entities WHERE control_plane_id = ",
-                );
+                let mut qb: Qb =
+                    QueryBuilder::new("SELECT id FROM core_entities WHERE control_plane_id = ");
                 qb.push_bind(e.control_plane_id.to_string())
                     .push(" AND kind = ")
                     .push_bind(kind.as_str())
                     .push(" AND id = ")
-                    .push_bind(id.to_string());
-                let n: i64 = qb
+                    .push_bind(id.to_string())
+                    .push(dialect::LOCK_SHARE);
+                let found: Option<String> = qb
                     .build_query_scalar()
-                    .fetch_one(&mut **tx)
+                    .fetch_optional(&mut **tx)
                     .await
                     .map_err(db_err)?;
+                let n = i64::from(found.is_some());
                 if n == 0 {
                     return Err(StoreError::MissingReference(kind, id));
                 }

@@ -28,3 +28,10 @@ pub(crate) fn push_label_eq(
 
 /// Write transactions: PostgreSQL's row locks make a plain BEGIN right.
 pub(crate) const BEGIN_WRITE: &str = "BEGIN";
+
+/// A referenced row is locked while a write that references it commits, so a concurrent delete
+/// of that row waits and then sees the new reference (READ COMMITTED alone would miss it).
+pub(crate) const LOCK_SHARE: &str = " FOR SHARE";
+/// The row being deleted is locked first, so concurrent writes referencing it wait for the
+/// delete and then find it gone.
+pub(crate) const LOCK_UPDATE: &str = " FOR UPDATE";

@@ -30,3 +30,8 @@ pub(crate) fn push_label_eq(
 /// Write transactions take the write lock up front: a deferred transaction that reads and then
 /// writes fails with SQLITE_BUSY (no busy wait) when another connection wrote in between.
 pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// Row locks: SQLite's write transactions (BEGIN IMMEDIATE) are already serialised.
+pub(crate) const LOCK_SHARE: &str = "";
+/// See [`LOCK_SHARE`].
+pub(crate) const LOCK_UPDATE: &str = "";
