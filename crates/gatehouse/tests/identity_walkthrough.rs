@@ -6,93 +6,10 @@
 
 use base64::Engine;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "walkthrough-admin-token";
+mod common;
 
-struct Node {
-    child: Child,
-    admin: String,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(database: Option<&str>) -> Node {
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-e2e-{}", uuid::Uuid::new_v4().simple()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-        cmd.args([
-            "serve",
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--identity-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("GATEHOUSE_MASTER_KEY")
-        .env_remove("GATEHOUSE_DATABASE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        if let Some(db) = database {
-            cmd.args(["--database", db]);
-        }
-        let mut child = cmd.spawn().expect("the gatehouse binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut admin = None;
-        for line in lines.by_ref() {
-            let line = line.expect("stdout is readable");
-            if let Some(url) = line.strip_prefix("admin listening on ") {
-                admin = Some(url.trim().to_owned());
-            }
-            if line.starts_with("database: ") {
-                break;
-            }
-        }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Node {
-            child,
-            admin: admin.expect("the admin address is printed"),
-            _dir: TempDir(dir),
-        }
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, admin: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{admin}/status")).send().await
-            && r.status() == 200
-        {
-            let v: Value = r.json().await.unwrap();
-            assert_eq!(v["ready"], true);
-            return;
-        }
-        assert!(Instant::now() < deadline, "gatehouse did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{ADMIN_TOKEN, Node};
 
 async fn post_json(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let r = http
@@ -136,10 +53,10 @@ async fn introspect(
 }
 
 async fn walkthrough(database: Option<&str>) {
-    let node = Node::start(database);
-    let http = reqwest::Client::new();
+    let node = Node::start("serve", database, &[]);
+    let http = common::client();
     let admin = node.admin.clone();
-    wait_ready(&http, &admin).await;
+    node.ready(&http).await;
 
     // The admin API requires the token.
     let r = http
@@ -533,21 +450,7 @@ async fn seed_identity_steps_on_sqlite() {
 
 #[tokio::test]
 async fn seed_identity_steps_on_postgres() {
-    let base = std::env::var("GATEHOUSE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("gh_e2e_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&base)
-        .await
-        .expect("PostgreSQL must be reachable");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    walkthrough(Some(&url)).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let schema = common::PgSchema::create().await;
+    walkthrough(Some(&schema.url)).await;
+    schema.drop().await;
 }

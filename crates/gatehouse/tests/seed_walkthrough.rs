@@ -241,6 +241,7 @@ async fn seed_walkthrough_on_sqlite() {
 
 #[tokio::test]
 async fn seed_walkthrough_on_postgres() {
-    let url = common::postgres_schema_url().await;
-    walkthrough(Some(&url)).await;
+    let schema = common::PgSchema::create().await;
+    walkthrough(Some(&schema.url)).await;
+    schema.drop().await;
 }

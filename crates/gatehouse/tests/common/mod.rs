@@ -32,20 +32,43 @@ impl Drop for Node {
     }
 }
 
-/// A PostgreSQL URL with a fresh private schema, for runs on PostgreSQL.
-pub async fn postgres_schema_url() -> String {
-    let base = std::env::var("GATEHOUSE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&base)
-        .await
-        .expect("PostgreSQL must be reachable for the end-to-end suite");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+/// A fresh private PostgreSQL schema for one run, and the URL that selects it.
+pub struct PgSchema {
+    /// `--database` URL whose connections use the schema.
+    pub url: String,
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// Creates the schema.
+    pub async fn create() -> PgSchema {
+        let base = std::env::var("GATEHOUSE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&base)
+            .await
+            .expect("PostgreSQL must be reachable for the end-to-end suite");
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        PgSchema {
+            url: format!("{base}{sep}options=-c%20search_path%3D{name}"),
+            base,
+            name,
+        }
+    }
+
+    /// Drops the schema (call after the node using it stopped).
+    pub async fn drop(self) {
+        let pool = sqlx::PgPool::connect(&self.base).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
 }
 
 impl Node {
