@@ -773,3 +773,82 @@ async fn filters_survive_pagination_and_served_planes_keep_their_names() {
         );
     }
 }
+
+#[tokio::test]
+async fn nested_plugin_paths_under_routes_and_consumers() {
+    for store in stores().await {
+        let e = env(store).await;
+        let b = e.backend;
+        let (s, _) = e
+            .call(
+                "POST",
+                "/services",
+                Some(json!({"name": "s", "host": "h.test"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, route) = e
+            .call(
+                "POST",
+                "/services/s/routes",
+                Some(json!({"name": "r", "paths": ["/r"]})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, consumer) = e
+            .call("POST", "/consumers", Some(json!({"username": "alice"})))
+            .await;
+        assert_eq!(s, 201);
+        let term = json!({"name": "request-termination", "config": {"status_code": 418}});
+        let (s, on_route) = e
+            .call("POST", "/routes/r/plugins", Some(term.clone()))
+            .await;
+        assert_eq!(s, 201, "{b}: {on_route}");
+        assert_eq!(on_route["route"]["id"], route["id"]);
+        let (s, on_consumer) = e
+            .call("POST", "/consumers/alice/plugins", Some(term.clone()))
+            .await;
+        assert_eq!(s, 201, "{b}: {on_consumer}");
+        assert_eq!(on_consumer["consumer"]["id"], consumer["id"]);
+        let pid = on_route["id"].as_str().unwrap();
+        let (s, got) = e
+            .call("GET", &format!("/routes/r/plugins/{pid}"), None)
+            .await;
+        assert_eq!((s, got["id"].as_str()), (200, Some(pid)));
+        let (s, _) = e
+            .call("GET", &format!("/consumers/alice/plugins/{pid}"), None)
+            .await;
+        assert_eq!(s, 404, "a plugin of another parent");
+        let (s, list) = e.call("GET", "/consumers/alice/plugins", None).await;
+        assert_eq!((s, list["data"].as_array().unwrap().len()), (200, 1));
+        let (s, put) = e
+            .call(
+                "PUT",
+                &format!("/routes/r/plugins/{pid}"),
+                Some(json!({"name": "request-termination", "config": {"status_code": 503}})),
+            )
+            .await;
+        assert_eq!(
+            (s, put["config"]["status_code"].as_i64()),
+            (200, Some(503)),
+            "{put}"
+        );
+        assert_eq!(
+            put["route"]["id"], route["id"],
+            "PUT under a route keeps the scope"
+        );
+        let (s, _) = e
+            .call("DELETE", &format!("/routes/r/plugins/{pid}"), None)
+            .await;
+        assert_eq!(s, 204);
+        let (s, _) = e.call("GET", &format!("/plugins/{pid}"), None).await;
+        assert_eq!(s, 404);
+        let (s, _) = e.call("GET", "/routes/nope/plugins", None).await;
+        assert_eq!(s, 404, "unknown parent");
+        // Deleting the consumer takes its plugin.
+        let (s, _) = e.call("DELETE", "/consumers/alice", None).await;
+        assert_eq!(s, 204);
+        let (_, all) = e.call("GET", "/plugins", None).await;
+        assert!(all["data"].as_array().unwrap().is_empty(), "{b}: {all}");
+    }
+}
