@@ -5,7 +5,7 @@ use crate::error::OAuthError;
 use crate::runtime::{Identity, ServerRuntime};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -49,17 +49,28 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-#[allow(clippy::result_large_err)] // the error is the finished 404 response
-fn server(identity: &Identity, slug: &str) -> Result<Arc<ServerRuntime>, Response> {
-    identity.by_slug(slug).ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            axum::Json(
-                serde_json::json!({"error": "not_found", "error_description": "unknown issuer"}),
-            ),
-        )
-            .into_response()
-    })
+/// The auth server named by the path's `{slug}`; an unknown slug is the issuer endpoints' 404.
+struct Issuer(Arc<ServerRuntime>);
+
+impl FromRequestParts<Arc<Identity>> for Issuer {
+    type Rejection = Response;
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        identity: &Arc<Identity>,
+    ) -> Result<Self, Response> {
+        let Path(slug) = Path::<String>::from_request_parts(parts, identity)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        identity.by_slug(&slug).map(Issuer).ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(
+                    serde_json::json!({"error": "not_found", "error_description": "unknown issuer"}),
+                ),
+            )
+                .into_response()
+        })
+    }
 }
 
 /// Adds CORS headers when the request's origin is one of the auth server's trusted origins.
@@ -75,15 +86,7 @@ fn cors(server: &ServerRuntime, req: &HeaderMap, mut resp: Response) -> Response
     resp
 }
 
-async fn preflight(
-    State(identity): State<Arc<Identity>>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let s = match server(&identity, &slug) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn preflight(Issuer(s): Issuer, headers: HeaderMap) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -112,36 +115,18 @@ fn json_bytes(body: bytes::Bytes, cache: &'static str) -> Response {
         .into_response()
 }
 
-async fn discovery(
-    State(identity): State<Arc<Identity>>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match server(&identity, &slug) {
-        Ok(s) => {
-            let resp = json_bytes(s.discovery.clone(), "public, max-age=60");
-            cors(&s, &headers, resp)
-        }
-        Err(r) => r,
-    }
+async fn discovery(Issuer(s): Issuer, headers: HeaderMap) -> Response {
+    let resp = json_bytes(s.discovery.clone(), "public, max-age=60");
+    cors(&s, &headers, resp)
 }
 
-async fn jwks(
-    State(identity): State<Arc<Identity>>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match server(&identity, &slug) {
-        Ok(s) => {
-            let mut resp = json_bytes(s.jwks.clone(), "public, max-age=60");
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/jwk-set+json"),
-            );
-            cors(&s, &headers, resp)
-        }
-        Err(r) => r,
-    }
+async fn jwks(Issuer(s): Issuer, headers: HeaderMap) -> Response {
+    let mut resp = json_bytes(s.jwks.clone(), "public, max-age=60");
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    cors(&s, &headers, resp)
 }
 
 /// A parsed `application/x-www-form-urlencoded` body where every parameter occurs once.
@@ -239,14 +224,10 @@ fn no_store_json(value: &impl serde::Serialize) -> Response {
 
 async fn token(
     State(identity): State<Arc<Identity>>,
-    Path(slug): Path<String>,
+    Issuer(s): Issuer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let s = match server(&identity, &slug) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let result = async {
         let form = Form::parse(&headers, &body)?;
         match form.get("grant_type") {
@@ -293,14 +274,10 @@ async fn with_client_and_token<'s>(
 
 async fn introspect(
     State(identity): State<Arc<Identity>>,
-    Path(slug): Path<String>,
+    Issuer(s): Issuer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let s = match server(&identity, &slug) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let resp = match with_client_and_token(&identity, &s, &headers, &body).await {
         Ok((_, token)) => no_store_json(&identity.introspect(&s, &token)),
         Err(e) => e.into_response(),
@@ -310,14 +287,10 @@ async fn introspect(
 
 async fn revoke(
     State(identity): State<Arc<Identity>>,
-    Path(slug): Path<String>,
+    Issuer(s): Issuer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let s = match server(&identity, &slug) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let result = match with_client_and_token(&identity, &s, &headers, &body).await {
         Ok((client, token)) => identity.revoke(&s, client, &token).await,
         Err(e) => Err(e),
@@ -331,15 +304,11 @@ async fn revoke(
 
 async fn userinfo(
     State(identity): State<Arc<Identity>>,
-    Path(slug): Path<String>,
+    Issuer(s): Issuer,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let s = match server(&identity, &slug) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let result = async {
         let from_header = headers
             .get(header::AUTHORIZATION)
