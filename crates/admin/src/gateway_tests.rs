@@ -103,29 +103,8 @@ async fn env(store: SharedStore) -> Env {
 
 impl Env {
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {TOKEN}"));
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let (status, body) = crate::tests::call_as(&self.app, TOKEN, method, uri, body).await;
+        (status.as_u16(), body)
     }
 }
 

@@ -58,10 +58,22 @@ async fn env() -> Env {
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    call_as(app, TOKEN, method, uri, body).await
+}
+
+/// Sends `method uri` with `Bearer token` and an optional JSON body; the status and the JSON
+/// answer (null when the body is not JSON). Shared by the admin suites.
+pub(crate) async fn call_as(
+    app: &Router,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("authorization", format!("Bearer {TOKEN}"));
+        .header("authorization", format!("Bearer {token}"));
     let body = match body {
         Some(v) => {
             req = req.header("content-type", "application/json");

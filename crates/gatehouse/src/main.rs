@@ -170,24 +170,20 @@ fn random_token() -> Result<String> {
     ))
 }
 
-/// The host part of [`local_url`].
+/// The host a client uses to reach a listener (unspecified addresses via loopback).
 fn local_host(addr: SocketAddr) -> String {
-    let url = local_url(addr);
-    url.trim_start_matches("http://")
-        .rsplit_once(':')
-        .map_or(url.clone(), |(h, _)| h.to_owned())
-}
-
-/// Local URL for a listener address (unspecified addresses are reached via loopback).
-fn local_url(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
+    if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else if addr.is_ipv6() {
         format!("[{}]", addr.ip())
     } else {
         addr.ip().to_string()
-    };
-    format!("http://{ip}:{}", addr.port())
+    }
+}
+
+/// Local URL for a listener address.
+fn local_url(addr: SocketAddr) -> String {
+    format!("http://{}:{}", local_host(addr), addr.port())
 }
 
 async fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener> {

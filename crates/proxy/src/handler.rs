@@ -133,9 +133,7 @@ async fn proxy(
     // set for the upstream.
     strip_hop_by_hop(&mut parts.headers);
     let raw_path = parts.uri.path().to_owned();
-    let path = gatehouse_router::normalize_path(&raw_path)
-        .map_err(|_| GatewayError::BadRequest)?
-        .into_owned();
+    let path = gatehouse_router::normalize_path(&raw_path).map_err(|_| GatewayError::BadRequest)?;
     let host = request_host(&parts);
     let snapshot = ctx.snapshot.clone();
     let found = snapshot.router.find(&gatehouse_router::RequestView {
@@ -233,10 +231,10 @@ async fn proxy(
     let upstream_uri: Uri = uri.parse().map_err(|_| GatewayError::BadRequest)?;
 
     let mut headers = std::mem::take(&mut req.parts.headers);
-    let client_host = host.clone().unwrap_or_default();
+    let client_host = host.as_deref().unwrap_or("");
     if route.route.preserve_host {
         if !headers.contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(&client_host)
+            && let Ok(v) = HeaderValue::from_str(client_host)
         {
             headers.insert(header::HOST, v);
         }
@@ -247,7 +245,7 @@ async fn proxy(
         &mut headers,
         ctx,
         conn,
-        &client_host,
+        client_host,
         &raw_path,
         &path[..prefix_len.min(path.len())],
         route.route.strip_path,
