@@ -225,10 +225,7 @@ impl Service {
         created_at: i64,
         now: i64,
     ) -> Result<Self, FieldErrors> {
-        let mut r = KongReader::new(input)?;
-        for ro in ["id", "created_at", "updated_at"] {
-            r.ignore(ro);
-        }
+        let mut r = entity_reader(input)?;
         let name = read_name(&mut r, "name");
         let mut protocol = None;
         let mut host = None;
@@ -459,6 +456,16 @@ fn validate_service_path(p: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A reader over an entity body: the read-only fields (`id`, timestamps) a client may send back
+/// from a GET are accepted and ignored.
+fn entity_reader(input: Value) -> Result<KongReader, FieldErrors> {
+    let mut r = KongReader::new(input)?;
+    for read_only in ["id", "created_at", "updated_at"] {
+        r.ignore(read_only);
+    }
+    Ok(r)
+}
+
 fn read_name(r: &mut KongReader, key: &str) -> Option<String> {
     let name = r.string(key)?;
     if !valid_name(&name) {
@@ -537,10 +544,7 @@ impl Route {
         created_at: i64,
         now: i64,
     ) -> Result<Self, FieldErrors> {
-        let mut r = KongReader::new(input)?;
-        for ro in ["id", "created_at", "updated_at"] {
-            r.ignore(ro);
-        }
+        let mut r = entity_reader(input)?;
         let name = read_name(&mut r, "name");
         let protocols = match r.strings("protocols", true) {
             Some(p) if p.is_empty() => {
@@ -772,10 +776,7 @@ impl Consumer {
         created_at: i64,
         now: i64,
     ) -> Result<Self, FieldErrors> {
-        let mut r = KongReader::new(input)?;
-        for ro in ["id", "created_at", "updated_at"] {
-            r.ignore(ro);
-        }
+        let mut r = entity_reader(input)?;
         let username = r.string("username");
         let custom_id = r.string("custom_id");
         for (f, v) in [("username", &username), ("custom_id", &custom_id)] {
@@ -866,10 +867,7 @@ impl Plugin {
         now: i64,
         schemas: &dyn PluginSchemas,
     ) -> Result<Self, FieldErrors> {
-        let mut r = KongReader::new(input)?;
-        for ro in ["id", "created_at", "updated_at"] {
-            r.ignore(ro);
-        }
+        let mut r = entity_reader(input)?;
         let name = r.required_string("name");
         let instance_name = read_name(&mut r, "instance_name");
         let raw_config = r
