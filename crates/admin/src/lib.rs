@@ -111,6 +111,12 @@ async fn fallback(uri: http::Uri) -> axum::response::Response {
     }
 }
 
+/// This process's node id (Kong's `node_id`): random per start, like a DB-less Kong node's.
+fn node_id() -> Uuid {
+    static ID: std::sync::OnceLock<Uuid> = std::sync::OnceLock::new();
+    *ID.get_or_init(Uuid::new_v4)
+}
+
 /// Kong's `GET /`: the node, its version and its plugins.
 async fn node_info(
     axum::extract::State(state): axum::extract::State<AdminState>,
@@ -132,7 +138,7 @@ async fn node_info(
         "version": env!("CARGO_PKG_VERSION"),
         "edition": "community",
         "hostname": std::env::var("HOSTNAME").unwrap_or_default(),
-        "node_id": state.gateway.running.as_ref().map(|g| g.control_plane_id()),
+        "node_id": node_id(),
         "lua_version": null,
         "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
         "configuration": {
