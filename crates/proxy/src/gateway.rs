@@ -3,7 +3,7 @@
 
 use crate::plugin::Registry;
 use crate::snapshot::{self, InstanceCache, Snapshot, SnapshotError};
-use crate::upstream::UpstreamClients;
+use crate::upstream::UpstreamPools;
 use arc_swap::ArcSwap;
 use gatehouse_store::{SharedStore, StoreError};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     // Serialises rebuilds and carries plugin instances from one snapshot to the next.
     rebuild: tokio::sync::Mutex<InstanceCache>,
-    upstreams: UpstreamClients,
+    upstreams: UpstreamPools,
     opener: Option<ConfigOpener>,
 }
 
@@ -50,7 +50,7 @@ impl Gateway {
             control_plane_id,
             snapshot: ArcSwap::from_pointee(Snapshot::empty(control_plane_id)?),
             rebuild: tokio::sync::Mutex::new(InstanceCache::new()),
-            upstreams: UpstreamClients::default(),
+            upstreams: UpstreamPools::default(),
             opener,
         });
         gw.reload().await?;
@@ -73,7 +73,7 @@ impl Gateway {
     }
 
     /// The upstream connection pools.
-    pub fn upstreams(&self) -> &UpstreamClients {
+    pub fn upstreams(&self) -> &UpstreamPools {
         &self.upstreams
     }
 

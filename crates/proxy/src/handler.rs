@@ -7,7 +7,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::plugin::Flow;
 use crate::snapshot::{PluginInstance, RouteRuntime};
-use crate::upstream::{ReadTimeoutBody, UpstreamFailure, classify};
+use crate::upstream::{UpstreamBody, UpstreamError};
 use crate::{ProxyBody, ProxyRequest, SERVER_TOKEN, VIA_TOKEN};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -49,28 +49,56 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 fn next_request_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let prefix = *PREFIX.get_or_init(rand::random);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    let mut id = String::with_capacity(32);
+    for word in [prefix, n] {
+        for shift in (0..16).rev() {
+            id.push(char::from(HEX[((word >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    id
 }
 
-/// What the server knows about the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
+/// What the server knows about the connection a request came in on, with the header values
+/// every request on it sends upstream prepared once.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client.
     pub peer: SocketAddr,
     /// The listener's address (its port is `X-Forwarded-Port`).
     pub local: SocketAddr,
+    /// The client's IP (`X-Real-IP`, and `X-Forwarded-For` when the client sent none).
+    peer_ip: HeaderValue,
+    /// The listener's port (`X-Forwarded-Port`).
+    local_port: HeaderValue,
+}
+
+impl ConnInfo {
+    /// The information about a connection from `peer` accepted on `local`.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        Self {
+            peer,
+            local,
+            peer_ip,
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
 }
 
 /// Handles one request.
-pub async fn handle<B>(gw: &Gateway, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
+pub async fn handle<B>(gw: &Gateway, req: Request<B>, conn: &ConnInfo) -> Response<ProxyBody>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let snapshot = gw.snapshot();
     let mut ctx = RequestCtx::new(snapshot, next_request_id(), conn.peer);
+    let request_id =
+        HeaderValue::from_str(&ctx.request_id).unwrap_or_else(|_| HeaderValue::from_static(""));
     let (parts, body) = req.into_parts();
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
@@ -79,6 +107,7 @@ where
         parts,
         body.map_err(Into::into).boxed_unsync(),
         conn,
+        &request_id,
         &mut executed,
     )
     .await;
@@ -86,16 +115,12 @@ where
         Ok(resp) => resp,
         Err(e) => {
             let mut resp = e.response(&ctx.request_id, accept.as_ref());
-            let latency = ctx.started.elapsed().as_millis().to_string();
-            if let Ok(v) = HeaderValue::from_str(&latency) {
-                resp.headers_mut().insert(X_RESPONSE_LATENCY.clone(), v);
-            }
+            resp.headers_mut()
+                .insert(X_RESPONSE_LATENCY.clone(), millis_since(ctx.started));
             resp
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
-    }
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     let status = resp.status();
     if !executed.is_empty() {
         let (mut parts, body) = resp.into_parts();
@@ -114,7 +139,8 @@ async fn proxy(
     ctx: &mut RequestCtx,
     mut parts: http::request::Parts,
     body: ProxyBody,
-    conn: ConnInfo,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
     executed: &mut Vec<Arc<PluginInstance>>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // hyper bounds the head only loosely (a head read in one go may exceed its buffer limit),
@@ -196,10 +222,7 @@ async fn proxy(
                 let h = resp.headers_mut();
                 h.entry(header::SERVER)
                     .or_insert(HeaderValue::from_static(SERVER_TOKEN));
-                if let Ok(v) = HeaderValue::from_str(&ctx.started.elapsed().as_millis().to_string())
-                {
-                    h.insert(X_RESPONSE_LATENCY.clone(), v);
-                }
+                h.insert(X_RESPONSE_LATENCY.clone(), millis_since(ctx.started));
                 return Ok(resp);
             }
             Err(e) => {
@@ -214,21 +237,25 @@ async fn proxy(
     };
     let svc = &service.service;
 
-    let mut uri = String::with_capacity(service.origin.len() + req.upstream_path.len() + 64);
-    uri.push_str(&service.origin);
-    uri.push_str(&req.upstream_path);
-    if let Some(q) = req.parts.uri.query() {
-        uri.push('?');
-        uri.push_str(q);
-    } else if req
-        .parts
-        .uri
-        .path_and_query()
-        .is_some_and(|p| p.as_str().ends_with('?'))
-    {
-        uri.push('?');
+    // hyper's connection sends the URI as it is: origin form, `path?query`.
+    let query = req.parts.uri.query().or_else(|| {
+        req.parts
+            .uri
+            .path_and_query()
+            .is_some_and(|p| p.as_str().ends_with('?'))
+            .then_some("")
+    });
+    let upstream_uri = match query {
+        None => Uri::try_from(std::mem::take(&mut req.upstream_path)),
+        Some(q) => {
+            let mut uri = String::with_capacity(req.upstream_path.len() + 1 + q.len());
+            uri.push_str(&req.upstream_path);
+            uri.push('?');
+            uri.push_str(q);
+            Uri::try_from(uri)
+        }
     }
-    let upstream_uri: Uri = uri.parse().map_err(|_| GatewayError::BadRequest)?;
+    .map_err(|_| GatewayError::BadRequest)?;
 
     let mut headers = std::mem::take(&mut req.parts.headers);
     let client_host = host.as_deref().unwrap_or("");
@@ -243,8 +270,8 @@ async fn proxy(
     }
     forwarded_headers(
         &mut headers,
-        ctx,
         conn,
+        request_id,
         client_host,
         &raw_path,
         &path[..prefix_len.min(path.len())],
@@ -253,12 +280,10 @@ async fn proxy(
 
     let has_body = !http_body::Body::is_end_stream(&req.body);
     let method = req.parts.method.clone();
-    let version = http::Version::HTTP_11;
-    let client = &service.client;
     let read_timeout = Duration::from_millis(u64::from(svc.read_timeout));
-    // The wait for the response head: the read timeout, plus time to connect (the connector
-    // enforces connect_timeout itself; the pool hides whether this exchange had to connect, so
-    // the allowance for it is capped at the read timeout).
+    // The wait for the response head: the read timeout, plus time to connect (the pool hides
+    // whether this exchange had to connect, so the allowance for it is capped at the read
+    // timeout; connecting itself is bounded by connect_timeout).
     let header_timeout =
         read_timeout + Duration::from_millis(u64::from(svc.connect_timeout)).min(read_timeout);
     let attempts = if has_body { 1 } else { svc.retries + 1 };
@@ -267,37 +292,28 @@ async fn proxy(
     let mut last_failure = GatewayError::BadGateway;
     let mut upstream_resp = None;
     for attempt in 0..attempts {
-        let mut builder = Request::builder()
-            .method(method.clone())
-            .uri(upstream_uri.clone())
-            .version(version);
-        if let Some(h) = builder.headers_mut() {
-            // The last attempt takes the headers; earlier ones (retries) need a copy.
-            *h = if attempt + 1 == attempts {
-                std::mem::take(&mut headers)
-            } else {
-                headers.clone()
-            };
-        }
-        let b = body.take().unwrap_or_else(crate::empty_body);
-        let Ok(upstream_req) = builder.body(b) else {
-            return Err(GatewayError::Internal);
+        let mut upstream_req = Request::new(body.take().unwrap_or_else(crate::empty_body));
+        *upstream_req.method_mut() = method.clone();
+        *upstream_req.uri_mut() = upstream_uri.clone();
+        // The last attempt takes the headers; earlier ones (retries) need a copy.
+        *upstream_req.headers_mut() = if attempt + 1 == attempts {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
         };
-        match tokio::time::timeout(header_timeout, client.request(upstream_req)).await {
+        match tokio::time::timeout(header_timeout, service.pool.send(upstream_req)).await {
             Ok(Ok(resp)) => {
                 upstream_resp = Some(resp);
                 break;
             }
             Ok(Err(e)) => {
-                let failure = classify(&e);
                 tracing::warn!(request_id = %ctx.request_id, service = %svc.id, attempt, error = %e, "upstream request failed");
-                last_failure = match failure {
-                    UpstreamFailure::Resolve => GatewayError::NameResolution,
-                    UpstreamFailure::Connect | UpstreamFailure::Exchange => {
-                        GatewayError::BadGateway
-                    }
+                let retry = e.is_retryable();
+                last_failure = match e {
+                    UpstreamError::Resolve(_) => GatewayError::NameResolution,
+                    _ => GatewayError::BadGateway,
                 };
-                if failure != UpstreamFailure::Connect {
+                if !retry {
                     break;
                 }
             }
@@ -308,11 +324,11 @@ async fn proxy(
             }
         }
     }
-    let Some(resp) = upstream_resp else {
+    let Some((resp, lease)) = upstream_resp else {
         return Err(last_failure);
     };
-    let upstream_latency = sent_at.elapsed().as_millis();
-    let proxy_latency = sent_at.duration_since(ctx.started).as_millis();
+    let upstream_latency = sent_at.elapsed();
+    let proxy_latency = sent_at.duration_since(ctx.started);
 
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -320,14 +336,19 @@ async fn proxy(
     append_via(h, parts.version);
     h.entry(header::SERVER)
         .or_insert(HeaderValue::from_static(SERVER_TOKEN));
-    if let Ok(v) = HeaderValue::from_str(&upstream_latency.to_string()) {
-        h.insert(X_UPSTREAM_LATENCY.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&proxy_latency.to_string()) {
-        h.insert(X_PROXY_LATENCY.clone(), v);
-    }
-    let body = ReadTimeoutBody::new(incoming, read_timeout).boxed_unsync();
+    h.insert(X_UPSTREAM_LATENCY.clone(), millis(upstream_latency));
+    h.insert(X_PROXY_LATENCY.clone(), millis(proxy_latency));
+    let body = UpstreamBody::new(incoming, read_timeout, lease).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// Whole milliseconds as a header value (Kong's latency headers).
+fn millis(d: Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn millis_since(start: Instant) -> HeaderValue {
+    millis(start.elapsed())
 }
 
 /// The `Host` as the client sent it (HTTP/2 `:authority` when there is no `Host`).
@@ -341,6 +362,13 @@ fn request_host(parts: &http::request::Parts) -> Option<String> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names is cheaper than nine lookups.
+    let any = headers.keys().any(|name| {
+        name == header::CONNECTION || name == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(name)
+    });
+    if !any {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -358,6 +386,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn append_via(headers: &mut HeaderMap, version: http::Version) {
+    if !headers.contains_key(header::VIA) {
+        let ours = match version {
+            http::Version::HTTP_10 => concat!("1.0 gatehouse/", env!("CARGO_PKG_VERSION")),
+            http::Version::HTTP_2 => concat!("2 gatehouse/", env!("CARGO_PKG_VERSION")),
+            _ => concat!("1.1 gatehouse/", env!("CARGO_PKG_VERSION")),
+        };
+        headers.insert(header::VIA, HeaderValue::from_static(ours));
+        return;
+    }
     let proto = match version {
         http::Version::HTTP_10 => "1.0",
         http::Version::HTTP_2 => "2",
@@ -375,26 +412,33 @@ fn append_via(headers: &mut HeaderMap, version: http::Version) {
 
 fn forwarded_headers(
     headers: &mut HeaderMap,
-    ctx: &RequestCtx,
-    conn: ConnInfo,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
     client_host: &str,
     raw_path: &str,
     prefix: &str,
     stripped: bool,
 ) {
-    let ip = conn.peer.ip().to_string();
-    let xff = match headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-    {
-        v if v.is_empty() => ip.clone(),
-        v => format!("{}, {ip}", v.join(", ")),
+    let xff = {
+        let mut sent = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .peekable();
+        if sent.peek().is_none() {
+            conn.peer_ip.clone()
+        } else {
+            let mut joined = String::new();
+            for v in sent {
+                joined.push_str(v);
+                joined.push_str(", ");
+            }
+            joined.push_str(conn.peer_ip.to_str().unwrap_or_default());
+            HeaderValue::from_str(&joined).unwrap_or_else(|_| conn.peer_ip.clone())
+        }
     };
     // No peer is trusted (Kong's default `trusted_ips = NONE`): the other X-Forwarded-* are
     // always ours, never the client's.
-    let host_only = strip_port(client_host);
     let set = |h: &mut HeaderMap, name: &HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name.clone(), v);
@@ -402,17 +446,17 @@ fn forwarded_headers(
             h.remove(name);
         }
     };
-    set(headers, &X_FORWARDED_FOR, &xff);
-    set(headers, &X_FORWARDED_PROTO, "http");
-    set(headers, &X_FORWARDED_HOST, host_only);
-    set(headers, &X_FORWARDED_PORT, &conn.local.port().to_string());
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    set(headers, &X_FORWARDED_HOST, strip_port(client_host));
+    headers.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
     set(headers, &X_FORWARDED_PATH, raw_path);
     if stripped && !prefix.is_empty() && prefix != "/" {
         set(headers, &X_FORWARDED_PREFIX, prefix);
     } else {
         headers.remove(&X_FORWARDED_PREFIX);
     }
-    set(headers, &X_REAL_IP, &ip);
+    headers.insert(X_REAL_IP.clone(), conn.peer_ip.clone());
     match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(existing) => {
             let via = format!("{existing}, 1.1 {VIA_TOKEN}");
@@ -422,7 +466,7 @@ fn forwarded_headers(
             headers.insert(header::VIA, HeaderValue::from_static(VIA_REQUEST));
         }
     }
-    set(headers, &X_REQUEST_ID, &ctx.request_id);
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
 fn strip_port(host: &str) -> &str {

@@ -55,10 +55,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
-                let info = ConnInfo { peer, local };
+                let info = Arc::new(ConnInfo::new(peer, local));
                 let service = service_fn(move |req| {
                     let gw = gw.clone();
-                    async move { Ok::<_, Infallible>(handle(&gw, req, info).await) }
+                    let info = info.clone();
+                    async move { Ok::<_, Infallible>(handle(&gw, req, &info).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);

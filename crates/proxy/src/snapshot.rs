@@ -41,10 +41,8 @@ pub struct ServiceRuntime {
     pub service: Service,
     /// `host[:port]` for the upstream `Host` header (port omitted when it is the default).
     pub host_header: HeaderValue,
-    /// `http://host:port`, the upstream authority the client connects to.
-    pub origin: String,
-    /// The pooled client for this service's connect timeout (pools outlive snapshots).
-    pub client: crate::upstream::UpstreamClient,
+    /// The keep-alive connections to the service's host (pools outlive snapshots).
+    pub pool: Arc<crate::upstream::HostPool>,
 }
 
 /// One plugin instance, ready to run.
@@ -150,7 +148,7 @@ pub fn build(
     entities: &[CoreEntity],
     registry: &Registry,
     cache: &mut InstanceCache,
-    upstreams: &crate::upstream::UpstreamClients,
+    upstreams: &crate::upstream::UpstreamPools,
 ) -> Result<Snapshot, SnapshotError> {
     let mut services = HashMap::new();
     let mut routes = Vec::new();
@@ -160,8 +158,8 @@ pub fn build(
         match e.kind {
             EntityKind::Service => {
                 let s: Service = parse(e)?;
-                let client = upstreams.get(s.connect_timeout);
-                services.insert(s.id, Arc::new(service_runtime(s, e.id, client)?));
+                let pool = upstreams.get(&s.host, s.port, s.connect_timeout);
+                services.insert(s.id, Arc::new(service_runtime(s, e.id, pool)?));
             }
             EntityKind::Route => routes.push(parse::<Route>(e)?),
             EntityKind::Consumer => {
@@ -266,7 +264,7 @@ pub fn build(
 fn service_runtime(
     s: Service,
     id: Uuid,
-    client: crate::upstream::UpstreamClient,
+    pool: Arc<crate::upstream::HostPool>,
 ) -> Result<ServiceRuntime, SnapshotError> {
     let default_port = if s.protocol == "https" { 443 } else { 80 };
     let host_header = if s.port == default_port {
@@ -280,9 +278,8 @@ fn service_runtime(
         reason: "host is not a valid header value".into(),
     })?;
     Ok(ServiceRuntime {
-        origin: format!("{}://{}:{}", s.protocol, s.host, s.port),
         host_header,
-        client,
+        pool,
         service: s,
     })
 }

@@ -697,3 +697,90 @@ async fn hostile_headers_neither_crash_nor_strip_plugin_headers() {
     let resp = env.client.get(env.url("/anything")).send().await.unwrap();
     assert!(resp.headers().contains_key("server"));
 }
+
+/// A keep-alive upstream answering `ok` to bodiless requests; counts the connections it
+/// accepted. With `one_per_connection` it answers the first request of each connection and
+/// closes the connection, unannounced, when a second one arrives: the race of an upstream
+/// whose keep-alive timeout expires just as a request is sent.
+async fn counting_upstream(
+    one_per_connection: bool,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut answered = false;
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        if one_per_connection && answered {
+                            return;
+                        }
+                        answered = true;
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_stale_ones_retried() {
+    use std::sync::atomic::Ordering;
+    let env = Env::new().await;
+    let (keepalive, accepted) = counting_upstream(false).await;
+    let s = env
+        .service(json!({"url": format!("http://{keepalive}")}))
+        .await;
+    env.route(json!({"paths": ["/keepalive"]}), Some(s)).await;
+    for _ in 0..20 {
+        let resp = env.client.get(env.url("/keepalive")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
+    let parallel = futures::future::join_all((0..8).map(|_| async {
+        let resp = env.client.get(env.url("/keepalive")).send().await.unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    }))
+    .await;
+    assert!(parallel.iter().all(|(s, b)| *s == 200 && b == "ok"));
+    assert!(accepted.load(Ordering::SeqCst) <= 8);
+
+    // The upstream closes a reused connection instead of answering: the gateway sends the
+    // (bodiless) request again on a new connection and the client never sees an error.
+    let (closing, accepted) = counting_upstream(true).await;
+    let s = env
+        .service(json!({"url": format!("http://{closing}")}))
+        .await;
+    env.route(json!({"paths": ["/closing"]}), Some(s)).await;
+    for i in 0..30 {
+        let resp = env.client.get(env.url("/closing")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.text().await.unwrap(), "ok");
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= 30);
+}
