@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
+mod local_identity;
+
 /// mimalloc: the proxy allocates and frees many small, short-lived objects per request
 /// (header maps, bodies, futures); glibc's malloc spent ~7 % of the proxy's CPU on them.
 #[global_allocator]
@@ -353,7 +355,13 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             .await
             .context("cannot create the quickstart's service and route")?;
     }
-    let registry = Arc::new(gatehouse_plugins::registry());
+    // oauth2-introspection calls this process's own issuers without HTTP.
+    let mut issuer_bases = vec![public_url.clone(), local_url(identity_addr)];
+    if identity_addr.ip().is_unspecified() || identity_addr.ip().is_loopback() {
+        issuer_bases.push(format!("http://localhost:{}", identity_addr.port()));
+    }
+    let local = local_identity::LocalIdentity::new(identity.clone(), &issuer_bases);
+    let registry = Arc::new(gatehouse_plugins::registry_with(Some(Arc::new(local))));
     let opener: gatehouse_proxy::gateway::ConfigOpener = {
         let registry = registry.clone();
         let identity = identity.clone();

@@ -184,6 +184,33 @@ async fn walkthrough(database: Option<&str>) {
     let (s, _) = anything(&http, &proxy, Some(&foreign)).await;
     assert_eq!(s, 401);
 
+    // The plugin's own credentials are checked even though this process answers the call
+    // itself (no HTTP): wrong ones are an identity-server failure, 500.
+    let patch = |value: String| {
+        admin(
+            &http,
+            Method::PATCH,
+            format!("{base}/v2/control-planes/{cp}/core-entities/plugins/{plugin_id}"),
+            Some(json!({"config": {"authorization_value": value}})),
+        )
+    };
+    let (s, _) = patch(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("nobody:wrong")
+    ))
+    .await;
+    assert_eq!(s, 200);
+    let unseen = token(&http, &issued).await;
+    let (s, e) = anything(&http, &proxy, Some(&unseen)).await;
+    assert_eq!(
+        (s, e["message"].as_str()),
+        (500, Some("An unexpected error occurred"))
+    );
+    let (s, _) = patch(format!("Basic {encoded}")).await;
+    assert_eq!(s, 200);
+    let (s, _) = anything(&http, &proxy, Some(&unseen)).await;
+    assert_eq!(s, 200);
+
     // A revoked token stops working once the cache allows: a short ttl proves it.
     let (s, _) = admin(
         &http,

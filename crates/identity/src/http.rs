@@ -285,6 +285,27 @@ async fn introspect(
     cors(&s, &headers, resp)
 }
 
+/// `POST {path}` (an issuer's `/{slug}/introspect`) answered in this process, without HTTP,
+/// for the gateway's `oauth2-introspection` plugin: the same client authentication and the
+/// same answer as the HTTP endpoint. `Err` is the status the endpoint would have answered.
+pub async fn introspect_in_process(
+    identity: &Identity,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Value, StatusCode> {
+    let slug = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_suffix("/introspect"))
+        .filter(|slug| !slug.is_empty() && !slug.contains('/'))
+        .ok_or(StatusCode::NOT_FOUND)?;
+    let s = identity.by_slug(slug).ok_or(StatusCode::NOT_FOUND)?;
+    let (_, token) = with_client_and_token(identity, &s, headers, body)
+        .await
+        .map_err(|e| e.status())?;
+    Ok(identity.introspect(&s, &token))
+}
+
 async fn revoke(
     State(identity): State<Arc<Identity>>,
     Issuer(s): Issuer,

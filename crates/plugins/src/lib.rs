@@ -19,8 +19,16 @@ use std::sync::Arc;
 
 /// A registry with every plugin of this crate.
 pub fn registry() -> Registry {
+    registry_with(None)
+}
+
+/// A registry with every plugin of this crate, where `oauth2-introspection` calls `local`
+/// without HTTP for the introspection endpoints this process serves itself.
+pub fn registry_with(
+    local: Option<Arc<dyn oauth2_introspection::client::LocalIntrospection>>,
+) -> Registry {
     let mut r = Registry::new();
-    r.register(Arc::new(oauth2_introspection::Factory));
+    r.register(Arc::new(oauth2_introspection::Factory { local }));
     r.register(Arc::new(request_termination::Factory));
     r
 }

@@ -155,7 +155,7 @@ impl Entities {
 
     /// The snapshot of these entities.
     pub fn build(&self, cache: &mut InstanceCache) -> Arc<Snapshot> {
-        let upstreams = gatehouse_proxy::upstream::UpstreamClients::default();
+        let upstreams = gatehouse_proxy::upstream::UpstreamPools::default();
         Arc::new(
             snapshot::build(self.cp, &self.list, &crate::registry(), cache, &upstreams).unwrap(),
         )

@@ -2,6 +2,11 @@
 //! plugin instance, http or https (rustls with the aws-lc-rs provider; the system's trusted
 //! roots, or Mozilla's when the system has none), `keepalive` as the pool's idle timeout and
 //! `timeout` as the deadline of a whole call (connect, send, response, body).
+//!
+//! An endpoint this process serves itself (Gatehouse's own identity server, see
+//! [`LocalIntrospection`]) is called without HTTP: the same request headers and form go to the
+//! same code the HTTP endpoint runs, and only the loopback round trip, the HTTP codec and the
+//! JSON encoding and parsing are skipped.
 
 use super::config::Config;
 use bytes::Bytes;
@@ -47,6 +52,25 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
 }
 
+/// An introspection endpoint served by this very process (the built-in identity server).
+/// Calls to it skip HTTP; everything else about them (client authentication, the answer) is
+/// what the HTTP endpoint does.
+#[async_trait::async_trait]
+pub trait LocalIntrospection: Send + Sync {
+    /// The path (from `/`) under which this process serves `url`, or `None` when `url` is
+    /// another server's.
+    fn local_path(&self, url: &http::Uri) -> Option<String>;
+
+    /// Answers `POST path` with `headers` and the form `body` as the HTTP endpoint would:
+    /// the JSON object of a 200 answer, or the status of any other.
+    async fn introspect(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StatusCode>;
+}
+
 /// A pooled client bound to one introspection endpoint and configuration.
 pub struct IntrospectionClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -57,6 +81,8 @@ pub struct IntrospectionClient {
     /// Custom headers go last so they can override the defaults (spec A.4).
     custom: Vec<(HeaderName, HeaderValue)>,
     timeout: Option<Duration>,
+    /// The endpoint is this process's own: its handler and path.
+    local: Option<(Arc<dyn LocalIntrospection>, String)>,
 }
 
 /// The process's TLS client configuration, built once (loading the system roots reads files).
@@ -81,7 +107,10 @@ fn tls_config() -> Result<rustls::ClientConfig, String> {
 impl IntrospectionClient {
     /// A client for `config`'s endpoint. Nothing is connected yet: connections are made by
     /// the first call and then kept in the pool.
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(
+        config: &Config,
+        local: Option<&Arc<dyn LocalIntrospection>>,
+    ) -> Result<Self, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -115,7 +144,16 @@ impl IntrospectionClient {
             introspect_request: config.introspect_request,
             custom: config.custom_introspection_headers.clone(),
             timeout: config.timeout,
+            local: local.and_then(|l| {
+                l.local_path(&config.introspection_url)
+                    .map(|path| (l.clone(), path))
+            }),
         })
+    }
+
+    /// Whether calls are answered in-process rather than over HTTP.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
     }
 
     /// Introspects `token`; returns the response's JSON object when the endpoint answered 200.
@@ -124,30 +162,26 @@ impl IntrospectionClient {
         token: &str,
         info: RequestInfo<'_>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, CallError> {
-        let call = self.call(token, info);
-        let body = match self.timeout {
+        let call = async {
+            let (headers, form) = self.request(token, info);
+            match &self.local {
+                Some((local, path)) => local
+                    .introspect(path, &headers, form.as_bytes())
+                    .await
+                    .map_err(CallError::Status),
+                None => parse(&self.call(headers, form).await?),
+            }
+        };
+        match self.timeout {
             Some(t) => tokio::time::timeout(t, call)
                 .await
-                .map_err(|_| CallError::Timeout(t))??,
-            None => call.await?,
-        };
-        match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Object(map)) => Ok(map),
-            Ok(other) => Err(CallError::Unparsable(format!(
-                "a JSON {}",
-                match other {
-                    serde_json::Value::Array(_) => "array",
-                    serde_json::Value::String(_) => "string",
-                    serde_json::Value::Number(_) => "number",
-                    serde_json::Value::Bool(_) => "boolean",
-                    _ => "null",
-                }
-            ))),
-            Err(e) => Err(CallError::Unparsable(e.to_string())),
+                .map_err(|_| CallError::Timeout(t))?,
+            None => call.await,
         }
     }
 
-    async fn call(&self, token: &str, info: RequestInfo<'_>) -> Result<Bytes, CallError> {
+    /// The headers and form of the call for `token`.
+    fn request(&self, token: &str, info: RequestInfo<'_>) -> (HeaderMap, String) {
         let form = {
             let mut form =
                 url::form_urlencoded::Serializer::new(String::with_capacity(token.len() + 64));
@@ -157,27 +191,26 @@ impl IntrospectionClient {
             }
             form.finish()
         };
-
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri.clone());
-        if let Some(h) = builder.headers_mut() {
-            h.clone_from(&self.headers);
-            if self.introspect_request {
-                if let Ok(v) = HeaderValue::from_str(info.method.as_str()) {
-                    h.insert(X_REQUEST_HTTP_METHOD.clone(), v);
-                }
-                if let Ok(v) = HeaderValue::from_str(info.path) {
-                    h.insert(X_REQUEST_PATH.clone(), v);
-                }
+        let mut h = self.headers.clone();
+        if self.introspect_request {
+            if let Ok(v) = HeaderValue::from_str(info.method.as_str()) {
+                h.insert(X_REQUEST_HTTP_METHOD.clone(), v);
             }
-            for (name, value) in &self.custom {
-                h.insert(name.clone(), value.clone());
+            if let Ok(v) = HeaderValue::from_str(info.path) {
+                h.insert(X_REQUEST_PATH.clone(), v);
             }
         }
-        let req = builder
-            .body(Full::new(Bytes::from(form)))
-            .map_err(|e| CallError::Transport(e.to_string()))?;
+        for (name, value) in &self.custom {
+            h.insert(name.clone(), value.clone());
+        }
+        (h, form)
+    }
+
+    async fn call(&self, headers: HeaderMap, form: String) -> Result<Bytes, CallError> {
+        let mut req = Request::new(Full::new(Bytes::from(form)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = headers;
         let resp = self
             .client
             .request(req)
@@ -194,6 +227,24 @@ impl IntrospectionClient {
             return Err(CallError::Status(status));
         }
         Ok(body)
+    }
+}
+
+/// The JSON object of an introspection answer.
+fn parse(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, CallError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(other) => Err(CallError::Unparsable(format!(
+            "a JSON {}",
+            match other {
+                serde_json::Value::Array(_) => "array",
+                serde_json::Value::String(_) => "string",
+                serde_json::Value::Number(_) => "number",
+                serde_json::Value::Bool(_) => "boolean",
+                _ => "null",
+            }
+        ))),
+        Err(e) => Err(CallError::Unparsable(e.to_string())),
     }
 }
 

@@ -28,7 +28,7 @@ mod tests;
 
 use async_trait::async_trait;
 use cache::{Active, Outcome, TokenCache};
-use client::{IntrospectionClient, RequestInfo};
+use client::{IntrospectionClient, LocalIntrospection, RequestInfo};
 use config::{Config, ConsumerBy};
 use gatehouse_core::gateway::Consumer;
 use gatehouse_core::kong_schema::FieldErrors;
@@ -86,7 +86,11 @@ const INTERNAL_BODY: &str = r#"{"message":"An unexpected error occurred"}"#;
 const BAD_REQUEST_BODY: &str = r#"{"message":"Bad request"}"#;
 
 /// Builds `oauth2-introspection` instances.
-pub struct Factory;
+#[derive(Default)]
+pub struct Factory {
+    /// The introspection endpoints this process serves itself, called without HTTP.
+    pub local: Option<Arc<dyn LocalIntrospection>>,
+}
 
 impl PluginFactory for Factory {
     fn name(&self) -> &'static str {
@@ -116,7 +120,10 @@ impl PluginFactory for Factory {
     fn build(&self, config: &Value) -> Result<Arc<dyn Plugin>, PluginError> {
         let (config, _) = config::parse(config.clone())
             .map_err(|e| PluginError(format!("invalid {NAME} configuration: {}", e.summary())))?;
-        Ok(Arc::new(OAuth2Introspection::new(config)?))
+        Ok(Arc::new(OAuth2Introspection::with_local(
+            config,
+            self.local.as_ref(),
+        )?))
     }
 }
 
@@ -151,7 +158,15 @@ pub struct OAuth2Introspection {
 impl OAuth2Introspection {
     /// An instance for a validated configuration.
     pub fn new(config: Config) -> Result<Self, PluginError> {
-        let client = IntrospectionClient::new(&config).map_err(PluginError)?;
+        Self::with_local(config, None)
+    }
+
+    /// An instance that calls `local` instead of HTTP when it serves the introspection URL.
+    pub fn with_local(
+        config: Config,
+        local: Option<&Arc<dyn LocalIntrospection>>,
+    ) -> Result<Self, PluginError> {
+        let client = IntrospectionClient::new(&config, local).map_err(PluginError)?;
         let cache = TokenCache::new(config.cache_size, config.ttl);
         Ok(Self {
             config,

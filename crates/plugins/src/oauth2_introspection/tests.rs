@@ -340,7 +340,7 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn minimal_config_gets_every_default_in_kong_order() {
-    let stored = Factory
+    let stored = Factory::default()
         .validate(json!({
             "introspection_url": "https://idp.example/oauth/introspect",
             "authorization_value": "Basic abc"
@@ -369,7 +369,7 @@ fn minimal_config_gets_every_default_in_kong_order() {
     assert_eq!(keys[0], "introspection_url");
     assert_eq!(keys[1], "ttl");
     // Validating the stored form again changes nothing (PUT round trip).
-    assert_eq!(Factory.validate(stored.clone()).unwrap(), stored);
+    assert_eq!(Factory::default().validate(stored.clone()).unwrap(), stored);
     // Every field set explicitly.
     let full = json!({
         "introspection_url": "http://127.0.0.1:8002/abc/introspect",
@@ -387,7 +387,7 @@ fn minimal_config_gets_every_default_in_kong_order() {
         "custom_claims_forward": ["a", "b", "a"],
         "cache_size": 10
     });
-    let stored = Factory.validate(full).unwrap();
+    let stored = Factory::default().validate(full).unwrap();
     assert_eq!(stored["ttl"], 0.5);
     assert_eq!(stored["custom_claims_forward"], json!(["a", "b"]));
     assert_eq!(stored["anonymous"], "test");
@@ -405,12 +405,15 @@ fn minimal_config_gets_every_default_in_kong_order() {
 
 #[test]
 fn invalid_configs_get_kongs_messages() {
-    let e = Factory.validate(json!({})).unwrap_err().into_value();
+    let e = Factory::default()
+        .validate(json!({}))
+        .unwrap_err()
+        .into_value();
     assert_eq!(e["introspection_url"], "required field missing");
     assert_eq!(e["authorization_value"], "required field missing");
 
     let url_error = |u: &str| {
-        Factory
+        Factory::default()
             .validate(json!({"introspection_url": u, "authorization_value": "x"}))
             .unwrap_err()
             .into_value()["introspection_url"]
@@ -428,7 +431,7 @@ fn invalid_configs_get_kongs_messages() {
     assert!(url_error("ftp://idp.example/x").starts_with("unsupported scheme in url"));
     assert!(url_error("http://[::1/x").starts_with("could not parse url."));
 
-    let e = Factory
+    let e = Factory::default()
         .validate(json!({
             "introspection_url": 5,
             "authorization_value": "Basic\nabc",
@@ -466,18 +469,18 @@ fn invalid_configs_get_kongs_messages() {
     // The secret never appears in error messages.
     assert!(!e.summary().contains("abc"));
 
-    let v = Factory
+    let v = Factory::default()
         .validate(config_value("http://h/x", json!({"ttl": -1})))
         .unwrap_err()
         .into_value();
     assert_eq!(v["ttl"], "value should be between 0 and 1000000000");
     // `anonymous` as a username is valid (EE-T 02-schema_spec).
     assert!(
-        Factory
+        Factory::default()
             .validate(config_value("http://h/x", json!({"anonymous": "test"})))
             .is_ok()
     );
-    assert!(Factory.build(&json!({})).is_err());
+    assert!(Factory::default().build(&json!({})).is_err());
 }
 
 #[test]
@@ -506,7 +509,7 @@ fn plugin_errors_nest_under_config_and_consumer_scope_is_refused() {
 
 #[test]
 fn factory_identity_and_schema() {
-    let f = Factory;
+    let f = Factory::default();
     assert_eq!(f.name(), "oauth2-introspection");
     assert_eq!(f.priority(), 1700);
     assert!(!f.allows_consumer());
@@ -1627,4 +1630,90 @@ async fn https_endpoints_use_tls_and_a_failed_handshake_is_a_500() {
     assert_internal(run(&p, &snap, &mut bearer("valid")).await.1).await;
     assert!(p.cache.is_empty());
     assert_eq!(idp.calls(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process endpoints
+// ---------------------------------------------------------------------------------------------
+
+/// An in-process endpoint serving `http://local.test/issuer/...`: answers `token=good` as
+/// active, `token=locked` with 401, anything else as inactive; records what it was given.
+#[derive(Default)]
+struct FakeLocal {
+    seen: parking_lot::Mutex<Vec<(String, Option<String>, String)>>,
+}
+
+#[async_trait::async_trait]
+impl client::LocalIntrospection for FakeLocal {
+    fn local_path(&self, url: &http::Uri) -> Option<String> {
+        (url.authority().map(|a| a.as_str()) == Some("local.test"))
+            .then(|| url.path().trim_start_matches("/issuer").to_owned())
+    }
+
+    async fn introspect(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Map<String, Value>, http::StatusCode> {
+        let form = String::from_utf8(body.to_vec()).unwrap();
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        self.seen.lock().push((path.to_owned(), auth, form.clone()));
+        match form.as_str() {
+            "token=good" => Ok(json!({"active": true, "client_id": "c1", "scope": "s"})
+                .as_object()
+                .unwrap()
+                .clone()),
+            "token=locked" => Err(http::StatusCode::UNAUTHORIZED),
+            _ => Ok(json!({"active": false}).as_object().unwrap().clone()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_served_by_this_process_is_called_without_http() {
+    let fake = Arc::new(FakeLocal::default());
+    let local: Arc<dyn client::LocalIntrospection> = fake.clone();
+    let factory = Factory { local: Some(local) };
+    // Nothing listens at local.test: every answer below comes from the in-process endpoint.
+    let stored = factory
+        .validate(config_value(
+            "http://local.test/issuer/abc/introspect",
+            json!({"ttl": 0.001}),
+        ))
+        .unwrap();
+    let plugin = factory.build(&stored).unwrap();
+    let snapshot = snapshot(&[]);
+
+    let mut req = bearer("good");
+    let mut c = ctx(&snapshot);
+    continued(plugin.access(&mut c, &mut req).await.unwrap()).await;
+    assert_eq!(header(&req, "x-credential-client-id"), Some("c1"));
+    assert_eq!(header(&req, "x-credential-scope"), Some("s"));
+    assert_eq!(
+        fake.seen.lock()[0],
+        (
+            "/abc/introspect".to_owned(),
+            Some("Basic Y2xpZW50OnNlY3JldA==".to_owned()),
+            "token=good".to_owned()
+        )
+    );
+
+    let mut req = bearer("other");
+    let mut c = ctx(&snapshot);
+    assert_invalid(plugin.access(&mut c, &mut req).await.unwrap()).await;
+
+    // The endpoint refusing the plugin's own credentials is an identity-server failure.
+    let mut req = bearer("locked");
+    let mut c = ctx(&snapshot);
+    assert_internal(plugin.access(&mut c, &mut req).await.unwrap()).await;
+    assert_eq!(fake.seen.lock().len(), 3);
+
+    // Another host is not served in-process.
+    let (config, _) = config::parse(config_value("http://elsewhere.test/x", json!({}))).unwrap();
+    let fake_dyn: Arc<dyn client::LocalIntrospection> = fake.clone();
+    let remote = OAuth2Introspection::with_local(config, Some(&fake_dyn)).unwrap();
+    assert!(!remote.client.is_local());
 }
