@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Largest form body the endpoints read.
@@ -145,7 +146,7 @@ impl Form {
             ));
         }
         let mut pairs: Vec<(String, String)> = Vec::new();
-        for (k, v) in url::form_urlencoded::parse(body) {
+        for (k, v) in form_pairs(body) {
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 // RFC 6749 §3.2: parameters must not be included more than once.
                 return Err(OAuthError::InvalidRequest(format!(
@@ -163,6 +164,26 @@ impl Form {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The pairs of a form body, decoded as `application/x-www-form-urlencoded`. Pairs without
+/// escapes (`%`, `+`), such as a JWT, are taken as they are instead of through the decoder.
+fn form_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    body.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            if pair.iter().any(|&b| b == b'%' || b == b'+') {
+                let mut decoded = url::form_urlencoded::parse(pair);
+                let (k, v) = decoded.next().unwrap_or_default();
+                (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned()))
+            } else {
+                let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                    Some(i) => (&pair[..i], &pair[i + 1..]),
+                    None => (pair, &pair[pair.len()..]),
+                };
+                (String::from_utf8_lossy(k), String::from_utf8_lossy(v))
+            }
+        })
 }
 
 /// The client's credentials from HTTP Basic or the form, refusing both at once (RFC 6749 §2.3).
@@ -357,4 +378,27 @@ async fn userinfo(
         Err(e) => e.into_response(),
     };
     cors(&s, &headers, resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_pairs;
+
+    #[test]
+    fn form_pairs_decode_like_the_url_crate() {
+        for body in [
+            "token=eyJ.a-b_c&token_type_hint=access_token",
+            "a=1&&b=&c&d=x%20y+z&e=%C3%BC&f=%zz&=v&g==h",
+            "",
+            "k=%FF",
+        ] {
+            let ours: Vec<(String, String)> = form_pairs(body.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "{body}");
+        }
+    }
 }
