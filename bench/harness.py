@@ -10,9 +10,11 @@ for the method. This script:
   2. configures Gatehouse through its admin API and mints the tokens the workloads need;
   3. runs each workload A/B interleaved (Gatehouse, peer; the order alternates per round)
      for N rounds, after one warm-up per side;
-  4. prints one table and writes bench/results/latest.json (the contract: one object per
-     workload) and bench/results/latest-full.json (every sample, the machine, versions, set-up
-     times).
+  4. runs cache_bound_100k (no peer: the peak RSS of Gatehouse while the introspection cache
+     fills with distinct tokens, for cache_size 10,000 and 100,000);
+  5. prints one table (and the cache_bound_100k lines under it) and writes
+     bench/results/latest.json (the contract: one object per A/B workload) and
+     bench/results/latest-full.json (every sample, the machine, versions, set-up times).
 
 Every process it starts runs in its own session and is killed (its whole process group) on
 exit, including on errors and SIGINT/SIGTERM.
@@ -23,6 +25,7 @@ import base64
 import datetime
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -35,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -66,6 +70,14 @@ WORKLOADS = [
     ("routes_10k_vs_1", "Gatehouse with 1 route", 0.9, ">=0.9x"),
 ]
 BASELINES = ["upstream_direct"]
+# Workloads that need the nginx peer, and those that need oidc-provider; only what the selected
+# workloads (--only) need is started.
+PEER_WORKLOADS = {"proxy_no_plugin", "proxy_introspection_cached_vs_nginx_plain",
+                  "proxy_introspection_cached_vs_nginx_njs", "proxy_introspection_miss"}
+OIDC_WORKLOADS = {"token_rs256", "token_es256", "token_eddsa", "introspect_endpoint"}
+# Memory bound of the oauth2-introspection cache: no peer, no target, not in latest.json (only in
+# latest-full.json and in its own lines under the table). See cache_bound().
+CACHE_WORKLOAD = "cache_bound_100k"
 
 
 class Fail(Exception):
@@ -397,6 +409,49 @@ def create_routes(gh, n, via_api):
     return how
 
 
+def mint_tokens(server, n, path, conns=32):
+    """Mints n access tokens of `server` (client_credentials, as Gatehouse.token) and writes them
+    to path, one a line. The requests go over `conns` keep-alive connections, one thread each:
+    the token endpoint answers once the token is committed to SQLite, and commits are grouped,
+    so the rate grows with the requests in flight (4 connections: ~1,450/s here). Fails when a
+    request fails or two tokens are equal (each has its own jti). Returns the seconds it took."""
+    fields = {"grant_type": "client_credentials", "client_id": server["client_id"],
+              "client_secret": server["client_secret"], "scope": "my-scope"}
+    url = server["issuer"] + "/oauth/token"
+    shares = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+    out = [[] for _ in range(conns)]
+    errors = []
+
+    def work(i):
+        h = Http()
+        try:
+            for _ in range(shares[i]):
+                if errors:
+                    return
+                out[i].append(h.form(url, fields)["access_token"])
+        except (Fail, OSError, http.client.HTTPException, ValueError, KeyError) as e:
+            errors.append(e)
+        finally:
+            h.close()
+
+    t = time.time()
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(conns)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    took = time.time() - t
+    if errors:
+        raise Fail(f"minting {n} tokens at {url}: {errors[0]}")
+    tokens = [tok for part in out for tok in part]
+    if len(set(tokens)) != n:
+        raise Fail(f"minting {n} tokens at {url}: got {len(set(tokens))} distinct tokens")
+    with open(path, "w") as f:
+        for tok in tokens:
+            f.write(tok + "\n")
+    return took
+
+
 # --------------------------------------------------------------------------------------------
 # Measurement
 
@@ -405,7 +460,7 @@ def run_wrk(args, spec, duration):
     env = dict(os.environ)
     env["BENCH_LUA_DIR"] = LUA_DIR
     env["BENCH_THREADS"] = str(args.threads)
-    for k in ("BENCH_HEADER", "BENCH_BODY", "BENCH_TOKEN_FILE"):
+    for k in ("BENCH_HEADER", "BENCH_BODY", "BENCH_TOKEN_FILE", "BENCH_TOKEN_START"):
         env.pop(k, None)
     env.update(spec.get("env", {}))
     cmd = ["taskset", "-c", args.load_cpus, "wrk", f"-t{args.threads}", f"-c{args.connections}",
@@ -430,6 +485,7 @@ def run_wrk(args, spec, duration):
         "p99_ms": r["lat_p99_us"] / 1000.0,
         "max_ms": r["lat_max_us"] / 1000.0,
         "requests": r["requests"],
+        "duration_s": r["duration_us"] / 1e6,
         "errors": {k[4:]: v for k, v in r.items() if k.startswith("err_") and v},
     }
     return res
@@ -445,15 +501,21 @@ def rss_reset(pid):
         return False
 
 
-def rss_peak_mb(pid):
+def proc_status_mb(pid, field):
+    """A memory field of /proc/<pid>/status ("VmHWM", "VmRSS", ...) in MB; None if unreadable."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return None
+
+
+def rss_peak_mb(pid):
+    """Peak RSS (VmHWM) of pid in MB, since process start or the last rss_reset()."""
+    return proc_status_mb(pid, "VmHWM")
 
 
 def cpu_busy_fraction(seconds=1.0):
@@ -542,6 +604,115 @@ def measure(args, procs, spec, duration):
         res["peak_rss_since"] = "sample start" if reset else "process start"
     procs.check_alive()
     return res
+
+
+def fill_tokens(args, procs, spec, n_tokens, pid):
+    """Runs wrk with rotate_tokens.lua on spec until at least n_tokens requests completed, i.e.
+    until every token of the file was sent once (with one wrk thread they go in file order).
+    Runs in chunks: a 1 s chunk measures the rate, the next ones are sized from it (+5 %), each
+    continuing where the previous stopped (BENCH_TOKEN_START; it backs off by the connection
+    count, so that requests cut off at the end of a chunk are sent again). The peak RSS of pid
+    is reset once before the first chunk and read after the last one, with VmRSS before and
+    after. Returns the totals, the chunks (run_wrk results) and the CPU use over all of them."""
+    procs.check_alive()
+    reset = rss_reset(pid)
+    rss_before = proc_status_mb(pid, "VmRSS")
+    pgids = {p.pid for _, p, _ in procs.items}
+    before = cpu_snapshot(pgids)
+    chunks, sent, seconds = [], 0, 1
+    while sent < n_tokens:
+        start = max(0, sent - args.connections) // args.threads
+        chunk_spec = dict(spec, env=dict(spec["env"], BENCH_TOKEN_START=str(start)))
+        res = run_wrk(args, chunk_spec, seconds)
+        chunks.append(res)
+        sent += res["requests"]
+        if res["rps"] <= 0 or len(chunks) > 30:
+            raise Fail(f"{spec['url']}: {sent} of {n_tokens} tokens sent after {len(chunks)} wrk runs")
+        seconds = max(1, math.ceil((n_tokens - sent) * 1.05 / res["rps"]))
+        procs.check_alive()
+    res = cpu_report(before, cpu_snapshot(pgids), cpu_list(args.sut_cpus), cpu_list(args.load_cpus))
+    duration = sum(c["duration_s"] for c in chunks)
+    errors = {}
+    for c in chunks:
+        for k, v in c["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    res.update({
+        "requests": sent,
+        "duration_s": round(duration, 3),
+        "rps": sent / duration if duration else 0.0,
+        "p99_ms_max": max(c["p99_ms"] for c in chunks),
+        "errors": errors,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": rss_peak_mb(pid),
+        "rss_after_mb": proc_status_mb(pid, "VmRSS"),
+        "peak_rss_since": "fill start" if reset else "process start",
+        "chunks": chunks,
+    })
+    procs.check_alive()
+    return res
+
+
+def cache_bound(args, procs, h, upstream, threads, setup_times):
+    """The cache_bound_100k workload: the memory bound of the oauth2-introspection cache.
+
+    A separate Gatehouse ("gatehouse-cache-idp") is the identity server: an EdDSA auth server
+    (the cheapest signature) mints args.cache_tokens distinct tokens (1 h lifetime) and answers
+    the introspection calls. Then, for cache_size 10,000 and for 100,000, a fresh
+    Gatehouse with one route (/cache-small, /cache-large) and the plugin (ttl 3600 s) is sent
+    every token once (fill_tokens) and its RSS is read before, at the peak and after. The
+    identity server is a process of its own so that its JWT-verification cache (in the same
+    process it would hold up to 100,000 verified tokens too) is not counted in the RSS measured.
+    Both run on the SUT CPUs. Returns the latest-full.json entry."""
+    idp = Gatehouse(procs, args.gatehouse, args.scratch, "gatehouse-cache-idp", args.sut_cpus, threads)
+    server = idp.auth_server("bench-cache-eddsa", "EdDSA")
+    token_file = os.path.join(args.scratch, "cache-tokens.txt")
+    log(f"{CACHE_WORKLOAD}: minting {args.cache_tokens:,} EdDSA tokens at {server['issuer']}")
+    mint_s = mint_tokens(server, args.cache_tokens, token_file)
+    setup_times["mint_cache_tokens_s"] = round(mint_s, 2)
+    setup_times["cache_tokens"] = args.cache_tokens
+    log(f"{CACHE_WORKLOAD}: {args.cache_tokens:,} tokens minted in {mint_s:.1f}s "
+        f"({args.cache_tokens / max(mint_s, 1e-9):,.0f}/s)")
+    plugin = {"introspection_url": server["issuer"] + "/introspect",
+              "authorization_value": basic(server["client_id"], server["client_secret"]),
+              "consumer_by": "client_id", "ttl": 3600}
+    routes = {}
+    for label, cache_size in (("small", 10000), ("large", 100000)):
+        name, path = f"cache_{label}", f"/cache-{label}"
+        gh = Gatehouse(procs, args.gatehouse, args.scratch, f"gatehouse-cache-{label}", args.sut_cpus, threads)
+        gh.api("POST", "/services", {"name": "up", "url": upstream + "/"})
+        gh.api("POST", "/routes", {"name": "warm", "paths": ["/warm"], "service": {"name": "up"}})
+        gh.api("POST", "/routes", {"name": name, "paths": [path], "service": {"name": "up"}})
+        config = dict(plugin, cache_size=cache_size)
+        stored = gh.api("POST", "/plugins", {"name": "oauth2-introspection", "route": {"name": name},
+                                             "config": config})
+        spec = {"url": gh.proxy + path, "script": "rotate_tokens.lua", "env": {"BENCH_TOKEN_FILE": token_file}}
+        check_spec(h, f"{CACHE_WORKLOAD} ({path})", spec)
+        # The connections and buffers of a loaded proxy belong to the baseline, not to the cache:
+        # warm up on a route without plugin before reading the RSS before.
+        run_wrk(args, {"url": gh.proxy + "/warm", "script": "get.lua"}, args.warmup)
+        time.sleep(0.5)
+        log(f"{CACHE_WORKLOAD}: {path} (cache_size {stored['config']['cache_size']:,}), "
+            f"gatehouse pid {gh.pid}: sending each of the {args.cache_tokens:,} tokens once")
+        res = fill_tokens(args, procs, spec, args.cache_tokens, gh.pid)
+        res.update({"route": path, "cache_size": stored["config"]["cache_size"],
+                    "all_tokens_requested": res["requests"] >= args.cache_tokens})
+        err = f" ERRORS {res['errors']}" if res["errors"] else ""
+        log(f"  {path:12s} {res['rps']:>8,.0f} rps  {res['requests']:,} requests in {res['duration_s']:.1f}s "
+            f"({len(res['chunks'])} wrk runs), rss {res['rss_before_mb']:.1f} -> peak {res['peak_rss_mb']:.1f} "
+            f"-> {res['rss_after_mb']:.1f} MB, cpu sut {res['sut_cpu_busy']:.0%} load {res['load_cpu_busy']:.0%} "
+            f"foreign {res['foreign_cpu_cores']:.2f}{err}")
+        routes[name] = res
+    return {
+        "tokens": args.cache_tokens,
+        "token_alg": "EdDSA",
+        "token_lifetime_s": 3600,
+        "mint_s": round(mint_s, 2),
+        "ttl_s": 3600,
+        "identity_server": "separate Gatehouse process (gatehouse-cache-idp), on the SUT CPUs",
+        "routes": routes,
+        "failed_requests": sum(sum(r["errors"].values()) for r in routes.values()),
+        "max_foreign_cpu_cores": max(r["foreign_cpu_cores"] for r in routes.values()),
+    }
 
 
 def summarize(samples, key):
@@ -694,6 +865,8 @@ def parse_args():
     ap.add_argument("--routes-via-api", action="store_true",
                     help="create every route with POST /routes (slow: each write rebuilds the snapshot)")
     ap.add_argument("--miss-tokens", type=int, help="distinct tokens for the miss workload")
+    ap.add_argument("--cache-tokens", type=int,
+                    help=f"distinct tokens for {CACHE_WORKLOAD} (default 100,000; 20,000 with --quick)")
     ap.add_argument("--only", help="comma-separated workload names (default: all)")
     a = ap.parse_args()
     if a.rounds is None:
@@ -704,6 +877,10 @@ def parse_args():
         a.warmup = 1 if a.quick else 3
     if a.miss_tokens is None:
         a.miss_tokens = 500 if a.quick else 2000
+    if a.cache_tokens is None:
+        a.cache_tokens = 20000 if a.quick else 100000
+    if a.cache_tokens < 1:
+        raise SystemExit("--cache-tokens must be >= 1")
     if a.upstream_cpus is None:
         a.upstream_cpus = a.load_cpus
     if a.rounds < 1:
@@ -736,13 +913,26 @@ def fmt_ms(s):
 
 def main():
     args = parse_args()
-    for tool in ("nginx", "wrk", "node", "taskset"):
+    only = set(args.only.split(",")) if args.only else None
+    known = {w[0] for w in WORKLOADS} | set(BASELINES) | {CACHE_WORKLOAD}
+    if only and not only <= known:
+        raise Fail(f"unknown workload(s): {sorted(only - known)}; known: {sorted(known)}")
+
+    def wanted(name):
+        return only is None or name in only
+
+    # Only what the selected workloads need is started: the main Gatehouse for the peer and
+    # oidc-provider workloads, the nginx peer, oidc-provider.
+    need_peer = any(wanted(n) for n in PEER_WORKLOADS)
+    need_op = any(wanted(n) for n in OIDC_WORKLOADS)
+    need_gh = need_peer or need_op
+    for tool in ("nginx", "wrk", "taskset") + (("node",) if need_op else ()):
         if shutil.which(tool) is None:
             raise Fail(f"required tool not found on PATH: {tool} (bench/run installs it)")
     if not os.access(args.gatehouse, os.X_OK):
         raise Fail(f"gatehouse binary not found or not executable: {args.gatehouse}")
     njs_module = next((p for p in NJS_MODULE_CANDIDATES if os.path.exists(p)), None)
-    if njs_module is None:
+    if njs_module is None and need_peer:
         raise Fail("the njs module (ngx_http_js_module.so) is missing: apt-get install libnginx-mod-http-js")
     ncpu = os.cpu_count() or 1
     for cpus in (args.sut_cpus, args.load_cpus, args.upstream_cpus):
@@ -752,13 +942,6 @@ def main():
 
     os.makedirs(args.scratch, exist_ok=True)
     os.makedirs(args.results, exist_ok=True)
-    only = set(args.only.split(",")) if args.only else None
-    known = {w[0] for w in WORKLOADS} | set(BASELINES)
-    if only and not only <= known:
-        raise Fail(f"unknown workload(s): {sorted(only - known)}; known: {sorted(known)}")
-
-    def wanted(name):
-        return only is None or name in only
 
     started = time.time()
     meta = {
@@ -804,51 +987,55 @@ def main():
         check_get(h, upstream + "/", what="upstream")
 
         # --- Gatehouse (main instance): proxy routes + identity servers
-        gh = Gatehouse(procs, args.gatehouse, args.scratch, "gatehouse", args.sut_cpus, threads)
-        log(f"gatehouse pid {gh.pid}: proxy {gh.proxy}, admin {gh.admin}, identity {gh.identity}")
-        servers = {alg: gh.auth_server(f"bench-{alg.lower()}", alg) for alg in ("RS256", "ES256", "EdDSA")}
-        rs = servers["RS256"]
-        introspect_auth = basic(rs["client_id"], rs["client_secret"])
-        gh.api("POST", "/services", {"name": "up", "url": upstream + "/"})
-        gh.api("POST", "/routes", {"name": "bench", "paths": ["/bench"], "service": {"name": "up"}})
-        gh.api("POST", "/routes", {"name": "auth", "paths": ["/auth"], "service": {"name": "up"}})
-        gh.api("POST", "/routes", {"name": "miss", "paths": ["/miss"], "service": {"name": "up"}})
-        plugin_base = {"introspection_url": rs["issuer"] + "/introspect",
-                       "authorization_value": introspect_auth, "consumer_by": "client_id"}
-        gh.api("POST", "/plugins", {"name": "oauth2-introspection", "route": {"name": "auth"},
-                                    "config": dict(plugin_base, ttl=30)})
-        # Every request a miss: a distinct token per request (round-robin over miss_tokens) AND
-        # a 1 ms ttl, so a token seen again (after thousands of others) is never a cache hit.
-        gh.api("POST", "/plugins", {"name": "oauth2-introspection", "route": {"name": "miss"},
-                                    "config": dict(plugin_base, ttl=0.001)})
-        cached_token = gh.token(rs)
-        t_tok = time.time()
-        token_file = os.path.join(args.scratch, "miss-tokens.txt")
-        if wanted("proxy_introspection_miss"):
-            with open(token_file, "w") as f:
-                for _ in range(args.miss_tokens):
-                    f.write(gh.token(rs) + "\n")
-        setup_times["mint_miss_tokens_s"] = round(time.time() - t_tok, 2)
-        setup_times["miss_tokens"] = args.miss_tokens
-        introspect_jwt = gh.token(rs)
+        gh = None
+        if need_gh:
+            gh = Gatehouse(procs, args.gatehouse, args.scratch, "gatehouse", args.sut_cpus, threads)
+            log(f"gatehouse pid {gh.pid}: proxy {gh.proxy}, admin {gh.admin}, identity {gh.identity}")
+            servers = {alg: gh.auth_server(f"bench-{alg.lower()}", alg) for alg in ("RS256", "ES256", "EdDSA")}
+            rs = servers["RS256"]
+            introspect_auth = basic(rs["client_id"], rs["client_secret"])
+            gh.api("POST", "/services", {"name": "up", "url": upstream + "/"})
+            gh.api("POST", "/routes", {"name": "bench", "paths": ["/bench"], "service": {"name": "up"}})
+            gh.api("POST", "/routes", {"name": "auth", "paths": ["/auth"], "service": {"name": "up"}})
+            gh.api("POST", "/routes", {"name": "miss", "paths": ["/miss"], "service": {"name": "up"}})
+            plugin_base = {"introspection_url": rs["issuer"] + "/introspect",
+                           "authorization_value": introspect_auth, "consumer_by": "client_id"}
+            gh.api("POST", "/plugins", {"name": "oauth2-introspection", "route": {"name": "auth"},
+                                        "config": dict(plugin_base, ttl=30)})
+            # Every request a miss: a distinct token per request (round-robin over miss_tokens) AND
+            # a 1 ms ttl, so a token seen again (after thousands of others) is never a cache hit.
+            gh.api("POST", "/plugins", {"name": "oauth2-introspection", "route": {"name": "miss"},
+                                        "config": dict(plugin_base, ttl=0.001)})
+            cached_token = gh.token(rs)
+            t_tok = time.time()
+            token_file = os.path.join(args.scratch, "miss-tokens.txt")
+            if wanted("proxy_introspection_miss"):
+                with open(token_file, "w") as f:
+                    for _ in range(args.miss_tokens):
+                        f.write(gh.token(rs) + "\n")
+            setup_times["mint_miss_tokens_s"] = round(time.time() - t_tok, 2)
+            setup_times["miss_tokens"] = args.miss_tokens
+            introspect_jwt = gh.token(rs)
 
         # --- nginx peer (plain proxy + njs introspection), pinned like Gatehouse
-        plain_port, njs_port = free_port(), free_port()
-        identity_port = urllib.parse.urlsplit(gh.identity).port
-        start_nginx(procs, args.scratch, "peer", os.path.join(NGINX_DIR, "peer.conf"), {
-            "UPSTREAM_PORT": up_port, "PLAIN_PORT": plain_port, "NJS_PORT": njs_port,
-            "IDENTITY_PORT": identity_port, "INTROSPECT_PATH": rs["issuer_path"] + "/introspect",
-            "INTROSPECT_AUTH": introspect_auth, "NJS_MODULE": njs_module, "NJS_DIR": NJS_DIR,
-        }, args.sut_cpus, [plain_port, njs_port])
-        plain = f"http://127.0.0.1:{plain_port}"
-        njs = f"http://127.0.0.1:{njs_port}"
+        if need_peer:
+            plain_port, njs_port = free_port(), free_port()
+            identity_port = urllib.parse.urlsplit(gh.identity).port
+            start_nginx(procs, args.scratch, "peer", os.path.join(NGINX_DIR, "peer.conf"), {
+                "UPSTREAM_PORT": up_port, "PLAIN_PORT": plain_port, "NJS_PORT": njs_port,
+                "IDENTITY_PORT": identity_port, "INTROSPECT_PATH": rs["issuer_path"] + "/introspect",
+                "INTROSPECT_AUTH": introspect_auth, "NJS_MODULE": njs_module, "NJS_DIR": NJS_DIR,
+            }, args.sut_cpus, [plain_port, njs_port])
+            plain = f"http://127.0.0.1:{plain_port}"
+            njs = f"http://127.0.0.1:{njs_port}"
 
         # --- oidc-provider
-        op_proc, op_log = procs.start("oidc-provider", ["node", os.path.join(args.oidc_dir, "server.js")],
-                                      cpus=args.sut_cpus, env={"NODE_ENV": "production"})
-        op = wait_for_line(op_proc, op_log, r"oidc-provider listening on (http://127\.0\.0\.1:\d+)", "oidc-provider").group(1)
-        op_opaque = h.form(op + "/token", {"grant_type": "client_credentials", "client_id": "opaque",
-                                           "client_secret": "secret-opaque", "scope": "my-scope"})["access_token"]
+        if need_op:
+            op_proc, op_log = procs.start("oidc-provider", ["node", os.path.join(args.oidc_dir, "server.js")],
+                                          cpus=args.sut_cpus, env={"NODE_ENV": "production"})
+            op = wait_for_line(op_proc, op_log, r"oidc-provider listening on (http://127\.0\.0\.1:\d+)", "oidc-provider").group(1)
+            op_opaque = h.form(op + "/token", {"grant_type": "client_credentials", "client_id": "opaque",
+                                               "client_secret": "secret-opaque", "scope": "my-scope"})["access_token"]
         setup_times["start_and_configure_s"] = round(time.time() - t0, 2)
 
         # --- Gatehouse with 1 route and with N routes (separate processes, same pinning)
@@ -868,31 +1055,36 @@ def main():
             log(f"{args.routes} routes created ({how}) in {setup_times['create_routes_s']}s")
 
         # --- workloads
-        bearer = f"Authorization: Bearer {cached_token}"
         def tok_body(server):
             return urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": server["client_id"],
                                            "client_secret": server["client_secret"], "scope": "my-scope"})
         def op_tok_body(cid):
             return urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": cid,
                                            "client_secret": f"secret-{cid}", "scope": "my-scope"})
-        gh_pid = gh.pid
         specs = {
             "upstream_direct": (
                 {"url": upstream + "/", "script": "get.lua"}, None),
-            "proxy_no_plugin": (
-                {"url": gh.proxy + "/bench", "script": "get.lua", "rss_pid": gh_pid},
-                {"url": plain + "/bench", "script": "get.lua"}),
-            "proxy_introspection_cached_vs_nginx_plain": (
-                {"url": gh.proxy + "/auth", "script": "get.lua", "env": {"BENCH_HEADER": bearer}, "rss_pid": gh_pid},
-                {"url": plain + "/bench", "script": "get.lua", "env": {"BENCH_HEADER": bearer}}),
-            "proxy_introspection_cached_vs_nginx_njs": (
-                {"url": gh.proxy + "/auth", "script": "get.lua", "env": {"BENCH_HEADER": bearer}, "rss_pid": gh_pid},
-                {"url": njs + "/cached/", "script": "get.lua", "env": {"BENCH_HEADER": bearer}}),
-            "proxy_introspection_miss": (
-                {"url": gh.proxy + "/miss", "script": "rotate_tokens.lua", "env": {"BENCH_TOKEN_FILE": token_file}, "rss_pid": gh_pid},
-                {"url": njs + "/nocache/", "script": "rotate_tokens.lua", "env": {"BENCH_TOKEN_FILE": token_file},
-                 "bad_token_status": 403}),
-            "introspect_endpoint": (
+        }
+        gh_pid = gh.pid if gh else None
+        if need_peer:
+            bearer = f"Authorization: Bearer {cached_token}"
+            specs.update({
+                "proxy_no_plugin": (
+                    {"url": gh.proxy + "/bench", "script": "get.lua", "rss_pid": gh_pid},
+                    {"url": plain + "/bench", "script": "get.lua"}),
+                "proxy_introspection_cached_vs_nginx_plain": (
+                    {"url": gh.proxy + "/auth", "script": "get.lua", "env": {"BENCH_HEADER": bearer}, "rss_pid": gh_pid},
+                    {"url": plain + "/bench", "script": "get.lua", "env": {"BENCH_HEADER": bearer}}),
+                "proxy_introspection_cached_vs_nginx_njs": (
+                    {"url": gh.proxy + "/auth", "script": "get.lua", "env": {"BENCH_HEADER": bearer}, "rss_pid": gh_pid},
+                    {"url": njs + "/cached/", "script": "get.lua", "env": {"BENCH_HEADER": bearer}}),
+                "proxy_introspection_miss": (
+                    {"url": gh.proxy + "/miss", "script": "rotate_tokens.lua", "env": {"BENCH_TOKEN_FILE": token_file}, "rss_pid": gh_pid},
+                    {"url": njs + "/nocache/", "script": "rotate_tokens.lua", "env": {"BENCH_TOKEN_FILE": token_file},
+                     "bad_token_status": 403}),
+            })
+        if need_op:
+            specs["introspect_endpoint"] = (
                 {"url": rs["issuer"] + "/introspect", "script": "post_form.lua", "rss_pid": gh_pid,
                  "env": {"BENCH_BODY": urllib.parse.urlencode({"token": introspect_jwt}),
                          "BENCH_HEADER": f"Authorization: {introspect_auth}"},
@@ -900,14 +1092,13 @@ def main():
                 {"url": op + "/token/introspection", "script": "post_form.lua",
                  "env": {"BENCH_BODY": urllib.parse.urlencode({"token": op_opaque}),
                          "BENCH_HEADER": "Authorization: " + basic("introspector", "secret-introspector")},
-                 "expect_json": ("active", True)}),
-        }
-        for alg, cid in (("RS256", "rs256"), ("ES256", "es256"), ("EdDSA", "eddsa")):
-            specs[f"token_{cid}"] = (
-                {"url": servers[alg]["issuer"] + "/oauth/token", "script": "post_form.lua", "rss_pid": gh_pid,
-                 "env": {"BENCH_BODY": tok_body(servers[alg])}, "expect_json": ("access_token", "*")},
-                {"url": op + "/token", "script": "post_form.lua",
-                 "env": {"BENCH_BODY": op_tok_body(cid)}, "expect_json": ("access_token", "*")})
+                 "expect_json": ("active", True)})
+            for alg, cid in (("RS256", "rs256"), ("ES256", "es256"), ("EdDSA", "eddsa")):
+                specs[f"token_{cid}"] = (
+                    {"url": servers[alg]["issuer"] + "/oauth/token", "script": "post_form.lua", "rss_pid": gh_pid,
+                     "env": {"BENCH_BODY": tok_body(servers[alg])}, "expect_json": ("access_token", "*")},
+                    {"url": op + "/token", "script": "post_form.lua",
+                     "env": {"BENCH_BODY": op_tok_body(cid)}, "expect_json": ("access_token", "*")})
         if gh10k:
             specs["routes_10k_vs_1"] = (
                 {"url": gh10k.proxy + f"/r-{mid}", "script": "get.lua", "rss_pid": gh10k.pid},
@@ -936,7 +1127,8 @@ def main():
 
         n_meas = sum(2 if specs[n][1] else 1 for n in order)
         est = n_meas * (args.rounds * (args.duration + 1) + args.warmup + 1)
-        log(f"{len(order)} workloads, {n_meas} sides, {args.rounds} rounds of {args.duration}s: about {est // 60}m{est % 60:02d}s")
+        if order:
+            log(f"{len(order)} workloads, {n_meas} sides, {args.rounds} rounds of {args.duration}s: about {est // 60}m{est % 60:02d}s")
 
         for name in order:
             a, b = specs[name]
@@ -960,6 +1152,8 @@ def main():
                            f" foreign {res['foreign_cpu_cores']:.2f}")
                     log(f"  round {r + 1} {who:9s} {res['rps']:>10,.0f} rps  p99 {res['p99_ms']:.2f} ms{rss}{cpu}{err}")
             results[name] = {"gatehouse": sa, "peer": sb}
+
+        cache = cache_bound(args, procs, h, upstream, threads, setup_times) if wanted(CACHE_WORKLOAD) else None
     finally:
         procs.stop_all()
 
@@ -1004,12 +1198,18 @@ def main():
     meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
 
     print()
-    print_table(full, meta, args)
+    if full:
+        print_table(full, meta, args)
+    if cache:
+        print_cache_bound(cache)
+        if cache["failed_requests"]:
+            failed.append(f"{CACHE_WORKLOAD}: {cache['failed_requests']} failed requests "
+                          f"(non-2xx/3xx, socket errors or timeouts)")
     with open(os.path.join(args.results, "latest.json"), "w") as f:
         json.dump(latest, f, indent=2)
         f.write("\n")
     with open(os.path.join(args.results, "latest-full.json"), "w") as f:
-        json.dump({"meta": meta, "workloads": full}, f, indent=2)
+        json.dump({"meta": meta, "workloads": dict(full, **({CACHE_WORKLOAD: cache} if cache else {}))}, f, indent=2)
         f.write("\n")
     log(f"wrote {os.path.join(args.results, 'latest.json')} and latest-full.json "
         f"({meta['duration_s']:.0f}s in all)")
@@ -1066,6 +1266,36 @@ def print_table(full, meta, args):
               + ", ".join(f"{n} {c:.2f}" for n, c in noisy.items()) + " -- those numbers are noisy.")
     else:
         print("No other process used measurable CPU during the samples (foreign CPU <= 0.05 cores).")
+    print()
+
+
+def print_cache_bound(c):
+    """The cache_bound_100k lines printed under the table: one line per cache size."""
+    print(f"{CACHE_WORKLOAD}: {c['tokens']:,} distinct {c['token_alg']} tokens (minted in {c['mint_s']:.1f}s), "
+          f"each sent once through oauth2-introspection (ttl {c['ttl_s']} s) on a fresh Gatehouse per route; "
+          f"identity server in its own process")
+    rows = [("route", "cache_size", "requests", "every token", "rps", "RSS before MB", "peak RSS MB",
+             "RSS after MB", "peak - before", "per entry")]
+    for r in c["routes"].values():
+        grow = (r["peak_rss_mb"] - r["rss_before_mb"]) if None not in (r["peak_rss_mb"], r["rss_before_mb"]) else None
+        entries = min(c["tokens"], r["cache_size"])
+        rows.append((
+            r["route"], f"{r['cache_size']:,}", f"{r['requests']:,}",
+            "yes" if r["all_tokens_requested"] else "NO", f"{r['rps']:,.0f}",
+            *(f"{v:.1f}" if v is not None else "-" for v in (r["rss_before_mb"], r["peak_rss_mb"], r["rss_after_mb"])),
+            f"{grow:+.1f} MB" if grow is not None else "-",
+            f"~{grow * 1024 / entries:.2f} KB" if grow is not None else "-",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("  " + "  ".join(v.ljust(widths[j]) if j == 0 else v.rjust(widths[j]) for j, v in enumerate(r)))
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+    print("  (per entry: peak - before over min(tokens, cache_size) cached entries; "
+          f"peak RSS since {next(iter(c['routes'].values()))['peak_rss_since']})")
+    if c["max_foreign_cpu_cores"] > 0.05:
+        print(f"  NOTE: processes outside the benchmark used up to {c['max_foreign_cpu_cores']:.2f} cores "
+              "during the fill; rps is noisy (RSS is not affected)")
     print()
 
 

@@ -1,6 +1,7 @@
 -- GET the URL given to wrk with "Authorization: Bearer <token>", taking the tokens of
 -- BENCH_TOKEN_FILE (one a line) round-robin, so that consecutive requests carry distinct
--- tokens. Each wrk thread starts at its own offset.
+-- tokens. Each wrk thread starts at its own offset. BENCH_TOKEN_START (default 0) shifts every
+-- thread's offset by that many tokens, so that a run can continue where an earlier one stopped.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
 local threads = {}
@@ -23,7 +24,8 @@ function init(args)
    -- `id` is the global that setup() set in this thread's interpreter.
    local tid = tonumber(id) or 0
    local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
-   i = math.floor(#tokens * tid / nthreads)
+   local start = tonumber(os.getenv("BENCH_TOKEN_START") or "0") or 0
+   i = (start + math.floor(#tokens * tid / nthreads)) % #tokens
 end
 
 function request()
