@@ -172,7 +172,7 @@ fn form_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)>
     body.split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
-            if pair.iter().any(|&b| b == b'%' || b == b'+') {
+            if pair.contains(&b'%') || pair.contains(&b'+') {
                 let mut decoded = url::form_urlencoded::parse(pair);
                 let (k, v) = decoded.next().unwrap_or_default();
                 (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned()))
@@ -181,9 +181,17 @@ fn form_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)>
                     Some(i) => (&pair[..i], &pair[i + 1..]),
                     None => (pair, &pair[pair.len()..]),
                 };
-                (String::from_utf8_lossy(k), String::from_utf8_lossy(v))
+                (utf8(k), utf8(v))
             }
         })
+}
+
+/// `bytes` as text, invalid sequences replaced (the decoder's rule); valid text is borrowed.
+fn utf8(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// The client's credentials from HTTP Basic or the form, refusing both at once (RFC 6749 §2.3).
@@ -391,6 +399,7 @@ mod tests {
             "a=1&&b=&c&d=x%20y+z&e=%C3%BC&f=%zz&=v&g==h",
             "",
             "k=%FF",
+            "k=\u{fc}\u{0}",
         ] {
             let ours: Vec<(String, String)> = form_pairs(body.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))

@@ -231,9 +231,18 @@ impl IntrospectionClient {
 /// Appends `value` form-urlencoded. JWTs and most opaque tokens consist only of characters the
 /// encoding leaves as they are, so they are copied in one go instead of byte by byte.
 fn push_form_value(form: &mut String, value: &str) {
-    let plain = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*'));
+    /// The bytes `application/x-www-form-urlencoded` leaves as they are.
+    const PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'*');
+            b += 1;
+        }
+        t
+    };
+    let plain = value.bytes().all(|b| PLAIN[usize::from(b)]);
     if plain {
         form.push_str(value);
     } else {

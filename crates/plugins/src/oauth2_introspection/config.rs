@@ -13,8 +13,8 @@ pub const DEFAULT_TTL: f64 = 30.0;
 pub const DEFAULT_TIMEOUT_MS: i64 = 10_000;
 /// Default `keepalive`, milliseconds.
 pub const DEFAULT_KEEPALIVE_MS: i64 = 60_000;
-/// Default `cache_size` (Gatehouse extension), entries.
-pub const DEFAULT_CACHE_SIZE: i64 = 100_000;
+/// Default `cache_size` (Gatehouse extension), entries: about 40 MB at ~4 KB an entry (`bench/`).
+pub const DEFAULT_CACHE_SIZE: i64 = 10_000;
 /// Largest accepted `ttl`, seconds (Kong sets none; this keeps the arithmetic finite).
 const MAX_TTL: f64 = 1_000_000_000.0;
 /// Largest `timeout` / `keepalive`, as Kong's `typedefs.timeout`.
@@ -395,7 +395,7 @@ pub fn schema() -> Value {
                     {"cache_size": {
                         "type": "integer", "required": true, "default": DEFAULT_CACHE_SIZE,
                         "between": [1, MAX_CACHE_SIZE],
-                        "description": "Gatehouse extension (not in Kong): the maximum number of introspection results this plugin instance keeps in its in-memory cache; the least valuable entries are evicted first."
+                        "description": "Gatehouse extension (not in Kong): the maximum number of introspection results this plugin instance keeps in its in-memory cache (about 4 KB each); the least valuable entries are evicted first."
                     }}
                 ]
             }}

@@ -362,7 +362,7 @@ fn minimal_config_gets_every_default_in_kong_order() {
             "consumer_by": "username",
             "custom_introspection_headers": {},
             "custom_claims_forward": [],
-            "cache_size": 100000
+            "cache_size": 10000
         })
     );
     let keys: Vec<&String> = stored.as_object().unwrap().keys().collect();
