@@ -1205,13 +1205,16 @@ def main():
         if cache["failed_requests"]:
             failed.append(f"{CACHE_WORKLOAD}: {cache['failed_requests']} failed requests "
                           f"(non-2xx/3xx, socket errors or timeouts)")
-    with open(os.path.join(args.results, "latest.json"), "w") as f:
+    # A partial run (--only) must not replace the record of the last full run: it goes to
+    # only-latest.json / only-latest-full.json instead (ignored by git).
+    prefix = "only-" if args.only else ""
+    with open(os.path.join(args.results, f"{prefix}latest.json"), "w") as f:
         json.dump(latest, f, indent=2)
         f.write("\n")
-    with open(os.path.join(args.results, "latest-full.json"), "w") as f:
+    with open(os.path.join(args.results, f"{prefix}latest-full.json"), "w") as f:
         json.dump({"meta": meta, "workloads": dict(full, **({CACHE_WORKLOAD: cache} if cache else {}))}, f, indent=2)
         f.write("\n")
-    log(f"wrote {os.path.join(args.results, 'latest.json')} and latest-full.json "
+    log(f"wrote {os.path.join(args.results, prefix + 'latest.json')} and {prefix}latest-full.json "
         f"({meta['duration_s']:.0f}s in all)")
     if failed:
         for f_ in failed:
