@@ -219,6 +219,14 @@ impl Env {
         id
     }
 
+    /// A service pointing at `upstream`, and a route for `path`.
+    async fn upstream_route(&self, upstream: SocketAddr, path: &str, service: Value) {
+        let mut body = service;
+        body["url"] = json!(format!("http://{upstream}"));
+        let s = self.service(body).await;
+        self.route(json!({"paths": [path]}), Some(s)).await;
+    }
+
     /// A service pointing at the echo server's `/anything`, and a route for `path`.
     async fn echo_route(&self, path: &str) -> (Uuid, Uuid) {
         let s = self
@@ -653,19 +661,15 @@ async fn broken_upstreams_give_502_never_a_hang() {
     let reset = raw_upstream(b"").await;
     let truncated = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
     for (path, addr) in [("/garbage", garbage), ("/reset", reset)] {
-        let s = env
-            .service(json!({"url": format!("http://{addr}"), "read_timeout": 2000}))
+        env.upstream_route(addr, path, json!({"read_timeout": 2000}))
             .await;
-        env.route(json!({"paths": [path]}), Some(s)).await;
         let resp = env.client.get(env.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 502, "{path}");
     }
     // Headers arrived, then the body broke: the client sees the stream end in an error rather
     // than a complete response.
-    let s = env
-        .service(json!({"url": format!("http://{truncated}"), "read_timeout": 2000}))
+    env.upstream_route(truncated, "/truncated", json!({"read_timeout": 2000}))
         .await;
-    env.route(json!({"paths": ["/truncated"]}), Some(s)).await;
     let resp = env.client.get(env.url("/truncated")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err());
@@ -752,10 +756,7 @@ async fn upstream_connections_are_reused_and_stale_ones_retried() {
     use std::sync::atomic::Ordering;
     let env = Env::new().await;
     let (keepalive, accepted) = counting_upstream(false).await;
-    let s = env
-        .service(json!({"url": format!("http://{keepalive}")}))
-        .await;
-    env.route(json!({"paths": ["/keepalive"]}), Some(s)).await;
+    env.upstream_route(keepalive, "/keepalive", json!({})).await;
     for _ in 0..20 {
         let resp = env.client.get(env.url("/keepalive")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
@@ -773,10 +774,7 @@ async fn upstream_connections_are_reused_and_stale_ones_retried() {
     // The upstream closes a reused connection instead of answering: the gateway sends the
     // (bodiless) request again on a new connection and the client never sees an error.
     let (closing, accepted) = counting_upstream(true).await;
-    let s = env
-        .service(json!({"url": format!("http://{closing}")}))
-        .await;
-    env.route(json!({"paths": ["/closing"]}), Some(s)).await;
+    env.upstream_route(closing, "/closing", json!({})).await;
     for i in 0..30 {
         let resp = env.client.get(env.url("/closing")).send().await.unwrap();
         assert_eq!(resp.status(), 200, "request {i}");
