@@ -1,4 +1,4 @@
-//! The floor of the proxy's HTTP stack: hyper's HTTP/1.1 server, the proxy's upstream pool and
+//! The floor of the proxy's HTTP stack: hyper's HTTP/1.1 server, the proxy's upstream client and pool and
 //! nothing else — no routing, no plugins, no forwarding headers, no error pages. Every request
 //! goes as it came to one upstream and its response comes back as it is.
 //!
@@ -11,8 +11,9 @@
 #![allow(clippy::expect_used)]
 
 use gatehouse_proxy::ProxyBody;
-use gatehouse_proxy::upstream::{HostPool, UpstreamBody, UpstreamPools};
-use http::{Request, Response, StatusCode};
+use gatehouse_proxy::h1;
+use gatehouse_proxy::upstream::{HostPool, RequestBody, UpstreamPools, UpstreamRequest};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -21,16 +22,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Forwards a request without a body (the benchmark's GETs; bodies are not sent).
 async fn forward(pool: Arc<HostPool>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let (parts, body) = req.into_parts();
-    let mut upstream = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
-    *upstream.version_mut() = http::Version::HTTP_11;
-    match pool.send(upstream).await {
-        Ok((resp, lease)) => {
-            let (parts, incoming) = resp.into_parts();
-            let body = UpstreamBody::new(incoming, Duration::from_secs(60), lease);
-            Response::from_parts(parts, body.boxed_unsync())
-        }
+    let (parts, _) = req.into_parts();
+    let mut head = Vec::with_capacity(512);
+    h1::write_request_line(
+        &mut head,
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+    );
+    h1::write_headers(&mut head, &parts.headers);
+    head.extend_from_slice(b"\r\n");
+    let request = UpstreamRequest {
+        head: &head,
+        body: RequestBody::Empty,
+        head_method: parts.method == Method::HEAD,
+        read_timeout: Duration::from_secs(60),
+    };
+    match pool.send(request).await {
+        Ok(resp) => resp.map(BodyExt::boxed_unsync),
         Err(_) => {
             let mut resp = Response::new(gatehouse_proxy::empty_body());
             *resp.status_mut() = StatusCode::BAD_GATEWAY;

@@ -5,12 +5,13 @@
 use crate::context::RequestCtx;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::h1;
 use crate::plugin::Flow;
 use crate::snapshot::{PluginInstance, RouteRuntime};
-use crate::upstream::{UpstreamBody, UpstreamError};
+use crate::upstream::{ExchangeError, RequestBody, UpstreamError, UpstreamRequest};
 use crate::{ProxyBody, ProxyRequest, SERVER_TOKEN, VIA_TOKEN};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Request ids: a random per-process prefix and a counter, 32 hex characters like Kong's.
-fn next_request_id() -> String {
+pub(crate) fn next_request_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -90,11 +91,7 @@ impl ConnInfo {
 }
 
 /// Handles one request.
-pub async fn handle<B>(gw: &Gateway, req: Request<B>, conn: &ConnInfo) -> Response<ProxyBody>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+pub async fn handle(gw: &Gateway, req: Request<ProxyBody>, conn: &ConnInfo) -> Response<ProxyBody> {
     let snapshot = gw.snapshot();
     let mut ctx = RequestCtx::new(snapshot, next_request_id(), conn.peer);
     let request_id =
@@ -102,15 +99,7 @@ where
     let (parts, body) = req.into_parts();
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
-    let result = proxy(
-        &mut ctx,
-        parts,
-        body.map_err(Into::into).boxed_unsync(),
-        conn,
-        &request_id,
-        &mut executed,
-    )
-    .await;
+    let result = proxy(&mut ctx, parts, body, conn, &request_id, &mut executed).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -237,27 +226,24 @@ async fn proxy(
     };
     let svc = &service.service;
 
-    // hyper's connection sends the URI as it is: origin form, `path?query`.
-    let query = req.parts.uri.query().or_else(|| {
-        req.parts
+    let ProxyRequest {
+        parts: mut req_parts,
+        body: req_body,
+        upstream_path,
+    } = req;
+    // The upstream gets the request target in origin form, `path?query`.
+    let query = req_parts.uri.query().or_else(|| {
+        req_parts
             .uri
             .path_and_query()
             .is_some_and(|p| p.as_str().ends_with('?'))
             .then_some("")
     });
-    let upstream_uri = match query {
-        None => Uri::try_from(std::mem::take(&mut req.upstream_path)),
-        Some(q) => {
-            let mut uri = String::with_capacity(req.upstream_path.len() + 1 + q.len());
-            uri.push_str(&req.upstream_path);
-            uri.push('?');
-            uri.push_str(q);
-            Uri::try_from(uri)
-        }
+    if !h1::is_safe_target(&upstream_path) || query.is_some_and(|q| !h1::is_safe_target(q)) {
+        return Err(GatewayError::BadRequest);
     }
-    .map_err(|_| GatewayError::BadRequest)?;
 
-    let mut headers = std::mem::take(&mut req.parts.headers);
+    let mut headers = std::mem::take(&mut req_parts.headers);
     let client_host = host.as_deref().unwrap_or("");
     if route.route.preserve_host {
         if !headers.contains_key(header::HOST)
@@ -277,31 +263,34 @@ async fn proxy(
         &path[..prefix_len.min(path.len())],
         route.route.strip_path,
     );
+    let body = upstream_body(&mut headers, req_body)?;
+    let bodiless = matches!(body, RequestBody::Empty);
 
-    let has_body = !http_body::Body::is_end_stream(&req.body);
-    let method = req.parts.method.clone();
+    let method = &req_parts.method;
+    let mut head = Vec::with_capacity(256 + 48 * headers.len());
+    h1::write_request_line(&mut head, method, &upstream_path, query);
+    h1::write_headers(&mut head, &headers);
+    head.extend_from_slice(b"\r\n");
+
     let read_timeout = Duration::from_millis(u64::from(svc.read_timeout));
     // The wait for the response head: the read timeout, plus time to connect (the pool hides
     // whether this exchange had to connect, so the allowance for it is capped at the read
     // timeout; connecting itself is bounded by connect_timeout).
     let header_timeout =
         read_timeout + Duration::from_millis(u64::from(svc.connect_timeout)).min(read_timeout);
-    let attempts = if has_body { 1 } else { svc.retries + 1 };
-    let mut body = Some(req.body);
+    let attempts = if bodiless { svc.retries + 1 } else { 1 };
+    let mut body = Some(body);
     let sent_at = Instant::now();
     let mut last_failure = GatewayError::BadGateway;
     let mut upstream_resp = None;
     for attempt in 0..attempts {
-        let mut upstream_req = Request::new(body.take().unwrap_or_else(crate::empty_body));
-        *upstream_req.method_mut() = method.clone();
-        *upstream_req.uri_mut() = upstream_uri.clone();
-        // The last attempt takes the headers; earlier ones (retries) need a copy.
-        *upstream_req.headers_mut() = if attempt + 1 == attempts {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
+        let request = UpstreamRequest {
+            head: &head,
+            body: body.take().unwrap_or(RequestBody::Empty),
+            head_method: *method == Method::HEAD,
+            read_timeout,
         };
-        match tokio::time::timeout(header_timeout, service.pool.send(upstream_req)).await {
+        match tokio::time::timeout(header_timeout, service.pool.send(request)).await {
             Ok(Ok(resp)) => {
                 upstream_resp = Some(resp);
                 break;
@@ -311,6 +300,10 @@ async fn proxy(
                 let retry = e.is_retryable();
                 last_failure = match e {
                     UpstreamError::Resolve(_) => GatewayError::NameResolution,
+                    // The client's own body was malformed, cut or of the wrong length.
+                    UpstreamError::Exchange(
+                        ExchangeError::RequestBody(_) | ExchangeError::BodyLength,
+                    ) => GatewayError::BadRequest,
                     _ => GatewayError::BadGateway,
                 };
                 if !retry {
@@ -324,13 +317,13 @@ async fn proxy(
             }
         }
     }
-    let Some((resp, lease)) = upstream_resp else {
+    let Some(resp) = upstream_resp else {
         return Err(last_failure);
     };
     let upstream_latency = sent_at.elapsed();
     let proxy_latency = sent_at.duration_since(ctx.started);
 
-    let (mut parts, incoming) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let h = &mut parts.headers;
     append_via(h, parts.version);
@@ -338,8 +331,32 @@ async fn proxy(
         .or_insert(HeaderValue::from_static(SERVER_TOKEN));
     h.insert(X_UPSTREAM_LATENCY.clone(), millis(upstream_latency));
     h.insert(X_PROXY_LATENCY.clone(), millis(proxy_latency));
-    let body = UpstreamBody::new(incoming, read_timeout, lease).boxed_unsync();
-    Ok(Response::from_parts(parts, body))
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// The request body as it goes upstream, with the framing header that says how it is
+/// delimited: the client's `Content-Length` when it sent one, else the body's exact size when
+/// known, else chunked.
+fn upstream_body(headers: &mut HeaderMap, body: ProxyBody) -> Result<RequestBody, GatewayError> {
+    if let Some(len) = h1::content_length(headers).map_err(|_| GatewayError::BadRequest)? {
+        return Ok(if len == 0 && http_body::Body::is_end_stream(&body) {
+            RequestBody::Empty
+        } else {
+            RequestBody::Length(body, len)
+        });
+    }
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(RequestBody::Empty);
+    }
+    if let Some(len) = http_body::Body::size_hint(&body).exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        return Ok(RequestBody::Length(body, len));
+    }
+    headers.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+    Ok(RequestBody::Chunked(body))
 }
 
 /// Whole milliseconds as a header value (Kong's latency headers).

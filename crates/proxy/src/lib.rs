@@ -10,6 +10,7 @@
 pub mod context;
 pub mod error;
 pub mod gateway;
+pub mod h1;
 pub mod handler;
 pub mod plugin;
 pub mod server;

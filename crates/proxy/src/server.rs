@@ -1,45 +1,56 @@
-//! The proxy listener: accepts connections, serves HTTP/1.1 (keep-alive) and h2c with hyper,
-//! and drains in-flight requests on shutdown.
+//! The proxy listener: accepts connections and serves HTTP/1.x on them with the proxy's own
+//! codec ([`crate::h1`]), keep-alive and pipelining included, and drains in-flight requests on
+//! shutdown.
+//!
+//! Each connection is one task that reads a request head, runs the request through
+//! [`handle`], writes the response head together with the first piece of the body, and streams
+//! the rest. A request body is read from the connection by the body object the request
+//! carries ([`ClientBody`]), so it streams upstream at the client's pace; the connection goes
+//! on to the next request only once that body was read to its end (otherwise it closes).
 
+use crate::ProxyBody;
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::handler::{ConnInfo, handle};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
+use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
+use crate::h1::{self, HeadError};
+use crate::handler::{ConnInfo, handle, next_request_id};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// Largest request head (request line and headers) accepted; bigger gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long a connection may take to send a complete request head, idle keep-alive time
+/// included (nginx: `client_header_timeout`, `keepalive_timeout`).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a write to the client may wait for the client to read (nginx: `send_timeout`).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Response bodies pieces up to this size are copied next to their framing and written
+/// with it in one call; larger ones are written on their own.
+const COALESCE: usize = 16 * 1024;
+const READ_BUF: usize = 8 * 1024;
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then waits (up to 30 s) for
-/// requests in flight.
+/// requests in flight; idle keep-alive connections are closed at once.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let local = listener.local_addr()?;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(60))
-        .max_buf_size(MAX_HEADER_BYTES);
-    // HTTP/2 connections have no header-read timeout to end them: ping idle peers and drop the
-    // ones that stop answering, so dead h2c clients do not hold descriptors forever.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(256);
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
+    let live = Arc::new(());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -54,30 +65,548 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gw = gateway.clone();
-                let info = Arc::new(ConnInfo::new(peer, local));
-                let service = service_fn(move |req| {
-                    let gw = gw.clone();
-                    let info = info.clone();
-                    async move { Ok::<_, Infallible>(handle(&gw, req, &info).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                let conn = Connection {
+                    stream: Arc::new(stream),
+                    gateway: gateway.clone(),
+                    info: ConnInfo::new(peer, local),
+                    stopping: stopping.clone(),
+                    _live: live.clone(),
+                };
+                tokio::spawn(conn.run());
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(30)) => {
+    let _ = stop.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while Arc::strong_count(&live) > 1 {
+        if tokio::time::Instant::now() >= deadline {
             tracing::warn!("proxy shutdown: requests still running after 30 s were cut");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+struct Connection {
+    stream: Arc<TcpStream>,
+    gateway: Arc<Gateway>,
+    info: ConnInfo,
+    stopping: watch::Receiver<bool>,
+    /// Counts the connections still open, for the shutdown drain.
+    _live: Arc<()>,
+}
+
+/// What ended the wait for a request head.
+#[allow(clippy::large_enum_variant)] // made once per request and moved once: no box wanted
+enum Wait {
+    Head(http::request::Parts),
+    /// The client closed, timed out, or the proxy is shutting down: close quietly.
+    Close,
+    /// A malformed or oversized head: answer, then close.
+    Refuse(GatewayError),
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let mut buf = BytesMut::with_capacity(READ_BUF);
+        let mut out = Vec::with_capacity(READ_BUF);
+        // One timer for the connection's whole life, moved only when it fires: keep-alive
+        // waits cost no timer registration per request.
+        let header_deadline = tokio::time::sleep(HEADER_TIMEOUT);
+        tokio::pin!(header_deadline);
+        loop {
+            let head = match self.read_head(&mut buf, header_deadline.as_mut()).await {
+                Wait::Head(head) => head,
+                Wait::Close => return,
+                Wait::Refuse(e) => {
+                    let resp = e.response(&next_request_id(), None);
+                    let _ = write_response(
+                        &self.stream,
+                        &mut out,
+                        resp,
+                        Version::HTTP_11,
+                        false,
+                        false,
+                    )
+                    .await;
+                    return;
+                }
+            };
+            match self.exchange(head, &mut buf, &mut out).await {
+                Ok(true) if !*self.stopping.borrow() => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Reads until a complete request head is in `buf`.
+    async fn read_head(
+        &mut self,
+        buf: &mut BytesMut,
+        mut deadline: Pin<&mut tokio::time::Sleep>,
+    ) -> Wait {
+        let waiting_since = tokio::time::Instant::now();
+        loop {
+            if !buf.is_empty() {
+                match h1::parse_request(buf, MAX_HEADER_BYTES) {
+                    Ok(Some(head)) => return Wait::Head(head),
+                    Ok(None) => {}
+                    Err(HeadError::TooLarge) => return Wait::Refuse(GatewayError::HeadersTooLarge),
+                    Err(_) => return Wait::Refuse(GatewayError::BadRequest),
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_BUF);
+            }
+            match self.stream.try_read_buf(buf) {
+                Ok(0) => return Wait::Close,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Wait::Close,
+            }
+            // Nothing to read: wait for the client, the deadline or shutdown. Between requests
+            // (nothing buffered) shutdown closes the connection at once.
+            if *self.stopping.borrow() && buf.is_empty() {
+                return Wait::Close;
+            }
+            tokio::select! {
+                biased;
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        return Wait::Close;
+                    }
+                }
+                () = deadline.as_mut() => {
+                    let limit = waiting_since + HEADER_TIMEOUT;
+                    if tokio::time::Instant::now() >= limit {
+                        return Wait::Close;
+                    }
+                    deadline.as_mut().reset(limit);
+                }
+                _ = self.stopping.changed(), if buf.is_empty() => return Wait::Close,
+            }
+        }
+    }
+
+    /// One request and its response; `Ok(true)` when the connection can carry another.
+    async fn exchange(
+        &mut self,
+        mut parts: http::request::Parts,
+        buf: &mut BytesMut,
+        out: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        let version = parts.version;
+        let method_head = parts.method == Method::HEAD;
+        let mut keep_alive = h1::keeps_alive(version, &parts.headers);
+        let framing = match request_framing(&parts) {
+            Ok(f) => f,
+            Err(e) => {
+                let resp = e.response(&next_request_id(), parts.headers.get(header::ACCEPT));
+                write_response(&self.stream, out, resp, version, method_head, false).await?;
+                return Ok(false);
+            }
+        };
+        // The framing headers are this hop's: the handler decides the upstream's framing.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        let (body, shared) = match framing {
+            None => (crate::empty_body(), None),
+            Some(framing) => {
+                if version == Version::HTTP_11 && expects_continue(&parts.headers) {
+                    write_all(&self.stream, b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                }
+                let shared = Arc::new(Mutex::new(BodyState {
+                    buf: std::mem::take(buf),
+                    framing,
+                    failed: false,
+                }));
+                let body = ClientBody {
+                    stream: self.stream.clone(),
+                    state: shared.clone(),
+                    ended: false,
+                };
+                (body.boxed_unsync(), Some(shared))
+            }
+        };
+        let resp = handle(&self.gateway, Request::from_parts(parts, body), &self.info).await;
+        if let Some(shared) = shared {
+            // The connection continues only after the whole request body was read.
+            let mut state = shared.lock();
+            if !state.failed && state.framing.is_done() {
+                *buf = std::mem::take(&mut state.buf);
+            } else {
+                keep_alive = false;
+            }
+        }
+        if *self.stopping.borrow() {
+            keep_alive = false;
+        }
+        write_response(&self.stream, out, resp, version, method_head, keep_alive).await
+    }
+}
+
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// How the request body is delimited (RFC 9112 §6.3); `None` for no body. Ambiguous framing
+/// (`Transfer-Encoding` with `Content-Length`, or not ending in chunked) is refused, as the
+/// classic request-smuggling vectors.
+fn request_framing(parts: &http::request::Parts) -> Result<Option<BodyFraming>, GatewayError> {
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        if parts.version != Version::HTTP_11
+            || parts.headers.contains_key(header::CONTENT_LENGTH)
+            || !h1::is_chunked(&parts.headers)
+        {
+            return Err(GatewayError::BadRequest);
+        }
+        return Ok(Some(BodyFraming::Chunked(ChunkedDecoder::new())));
+    }
+    match h1::content_length(&parts.headers) {
+        Ok(Some(0) | None) => Ok(None),
+        Ok(Some(n)) => Ok(Some(BodyFraming::Length(n))),
+        Err(_) => Err(GatewayError::BadRequest),
+    }
+}
+
+/// Writes the whole of `data`, waiting (at most [`SEND_TIMEOUT`] each time) for the client to
+/// make room.
+async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(SEND_TIMEOUT, stream.writable())
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// How a response body goes to the client.
+enum OutFraming {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes a response: its head with the first piece of its body in one write when the body
+/// has one ready, then the rest as it comes. `Ok(true)` when the connection can carry another
+/// request.
+async fn write_response(
+    stream: &TcpStream,
+    out: &mut Vec<u8>,
+    resp: http::Response<ProxyBody>,
+    version: Version,
+    method_head: bool,
+    mut keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    out.clear();
+    h1::write_status_line(out, status);
+    let bodiless = method_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut headers = parts.headers;
+    let declared = match h1::content_length(&headers) {
+        Ok(n) => n,
+        Err(_) => {
+            headers.remove(header::CONTENT_LENGTH);
+            None
+        }
+    };
+    headers.remove(header::TRANSFER_ENCODING);
+    let mut framing = if bodiless {
+        // A HEAD answer announces the length the body would have had, when it is known.
+        if method_head
+            && declared.is_none()
+            && let Some(n) = body.size_hint().exact()
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        OutFraming::None
+    } else if let Some(n) = declared {
+        OutFraming::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        OutFraming::Length(n)
+    } else if version == Version::HTTP_11 {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        OutFraming::Chunked
+    } else {
+        // HTTP/1.0 has no chunked coding: the body ends when the connection does.
+        keep_alive = false;
+        OutFraming::Close
+    };
+    if !headers.contains_key(header::DATE) {
+        headers.insert(header::DATE, date());
+    }
+    h1::write_headers(out, &headers);
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if let OutFraming::None = framing {
+        write_all(stream, out).await?;
+        return Ok(keep_alive);
+    }
+    // The head waits for the body's first piece only if it is already there: a slow or
+    // streaming upstream gets its head to the client at once.
+    let mut head_pending = true;
+    loop {
+        let next = if head_pending {
+            match poll_once(&mut body).await {
+                Some(next) => next,
+                None => {
+                    write_all(stream, out).await?;
+                    out.clear();
+                    head_pending = false;
+                    continue;
+                }
+            }
+        } else {
+            body.frame().await
+        };
+        let data = match next {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the connection");
+                if !out.is_empty() {
+                    write_all(stream, out).await?;
+                }
+                return Ok(false);
+            }
+        };
+        match &mut framing {
+            OutFraming::Length(remaining) => {
+                if data.len() as u64 > *remaining {
+                    // More than announced: the message cannot be delimited any more.
+                    write_all(stream, out).await?;
+                    return Ok(false);
+                }
+                *remaining -= data.len() as u64;
+                push_data(stream, out, &data, None).await?;
+            }
+            OutFraming::Chunked => push_data(stream, out, &data, Some(data.len())).await?,
+            OutFraming::Close | OutFraming::None => push_data(stream, out, &data, None).await?,
+        }
+        head_pending = false;
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    match framing {
+        OutFraming::Chunked => out.extend_from_slice(chunked::LAST_CHUNK),
+        // The body ended short of its Content-Length: the client must see the message cut.
+        OutFraming::Length(remaining) if remaining > 0 => keep_alive = false,
+        OutFraming::Close => keep_alive = false,
+        _ => {}
+    }
+    if !out.is_empty() {
+        write_all(stream, out).await?;
+        out.clear();
+    }
+    Ok(keep_alive)
+}
+
+/// Appends `data` (with its chunk framing when `chunk` is set) to `out` and writes it all.
+async fn push_data(
+    stream: &TcpStream,
+    out: &mut Vec<u8>,
+    data: &Bytes,
+    chunk: Option<usize>,
+) -> io::Result<()> {
+    if let Some(len) = chunk {
+        chunked::encode_chunk_size(len, out);
+    }
+    if data.len() <= COALESCE {
+        out.extend_from_slice(data);
+    } else {
+        write_all(stream, out).await?;
+        out.clear();
+        write_all(stream, data).await?;
+    }
+    if chunk.is_some() {
+        out.extend_from_slice(chunked::CHUNK_END);
+    }
+    write_all(stream, out).await?;
+    out.clear();
+    Ok(())
+}
+
+type FrameResult = Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>;
+
+/// The body's next frame if it is ready now; `None` if it would have to wait.
+async fn poll_once(body: &mut ProxyBody) -> Option<FrameResult> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(frame) => Some(frame),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// `Date`, formatted once a second.
+fn date() -> HeaderValue {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            cache.1 = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
+            cache.0 = secs;
+        }
+        cache.1.clone()
+    })
+}
+
+/// How the rest of a request body is delimited.
+enum BodyFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+impl BodyFraming {
+    fn is_done(&self) -> bool {
+        match self {
+            Self::Length(remaining) => *remaining == 0,
+            Self::Chunked(decoder) => decoder.is_done(),
+        }
+    }
+}
+
+/// The connection's read state while a request body is being read: shared by the body and
+/// the connection, which takes the buffer back (with any pipelined bytes after the body) once
+/// the body has ended.
+struct BodyState {
+    buf: BytesMut,
+    framing: BodyFraming,
+    failed: bool,
+}
+
+/// A request body read from the client connection as the upstream takes it.
+struct ClientBody {
+    stream: Arc<TcpStream>,
+    state: Arc<Mutex<BodyState>>,
+    ended: bool,
+}
+
+/// The client closed the connection or sent a malformed body.
+#[derive(Debug, thiserror::Error)]
+enum ClientBodyError {
+    #[error("the client closed the connection before the end of the request body")]
+    Closed,
+    #[error("malformed chunked request body: {0}")]
+    Chunked(#[from] chunked::ChunkedError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let mut state = this.state.lock();
+        let state = &mut *state;
+        let result = loop {
+            if !state.buf.is_empty() || state.framing.is_done() {
+                match &mut state.framing {
+                    BodyFraming::Length(0) => break Ok(None),
+                    BodyFraming::Length(remaining) => {
+                        let n = state
+                            .buf
+                            .len()
+                            .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                        *remaining -= n as u64;
+                        break Ok(Some(state.buf.split_to(n).freeze()));
+                    }
+                    BodyFraming::Chunked(decoder) => match decoder.decode(&mut state.buf) {
+                        Ok(Some(Chunk::Data(data))) => break Ok(Some(data)),
+                        Ok(Some(Chunk::Done)) => break Ok(None),
+                        Ok(None) => {}
+                        Err(e) => break Err(ClientBodyError::from(e)),
+                    },
+                }
+            }
+            if state.buf.capacity() - state.buf.len() < 1024 {
+                state.buf.reserve(READ_BUF);
+            }
+            match this.stream.try_read_buf(&mut state.buf) {
+                Ok(0) => break Err(ClientBodyError::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match this.stream.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => break Err(e.into()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        match result {
+            Ok(Some(data)) => {
+                if state.framing.is_done() {
+                    this.ended = true;
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Ok(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                state.failed = true;
+                this.ended = true;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state.lock().framing {
+            BodyFraming::Length(remaining) => SizeHint::with_exact(remaining),
+            BodyFraming::Chunked(_) => SizeHint::default(),
+        }
+    }
 }

@@ -1,30 +1,46 @@
 //! Connections to upstream services: a keep-alive pool per upstream (host, port, connect
-//! timeout) over hyper's HTTP/1.1 client connections, and the response body that enforces the
-//! read timeout and gives its connection back to the pool once the response is read to the end.
+//! timeout) and the proxy's own HTTP/1.1 client over it.
+//!
+//! An exchange runs inline in the task of the request that needs it: the request head (already
+//! serialized by the caller, so a retry resends the same bytes) and body are written, the
+//! response head is read and parsed, and the response body ([`UpstreamBody`]) owns the
+//! connection until the body has been read to its end, then puts it back in the pool. No task,
+//! channel or timer is created per exchange unless the upstream makes the request wait.
 //!
 //! The pool is deliberately small: a stack of idle connections behind a mutex that is never
 //! held across an `.await`. A request takes the most recently used connection (the one least
-//! likely to have been closed by the upstream); a connection goes back when its response body
-//! has ended, so no task is spawned per request to wait for that.
+//! likely to have been closed by the upstream).
 
 use crate::ProxyBody;
-use bytes::Bytes;
-use http::{Request, Response};
+use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
+use crate::h1::{self, HeadError};
+use bytes::{Bytes, BytesMut};
+use http::header;
+use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// How long an idle upstream connection is kept for reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
+/// An idle connection unused for longer than this is checked for a close by the upstream
+/// before it carries a request (always checked for requests with a body, which cannot be
+/// sent twice).
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// Largest upstream response head accepted (nginx: `proxy_buffer_size`, 4–8 KiB).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read buffer of an upstream connection.
+const READ_BUF: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
@@ -87,8 +103,14 @@ impl std::fmt::Debug for HostPool {
     }
 }
 
+/// One upstream connection and the bytes read from it that no message has used yet.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
 struct IdleConn {
-    sender: SendRequest<ProxyBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -97,17 +119,18 @@ struct IdleConn {
 pub enum UpstreamError {
     /// The host name did not resolve.
     #[error("could not resolve the upstream host: {0}")]
-    Resolve(std::io::Error),
+    Resolve(io::Error),
     /// No connection could be made (refused, unreachable, connect timeout): retryable.
     #[error("could not connect to the upstream: {0}")]
-    Connect(std::io::Error),
-    /// A reused keep-alive connection turned out closed by the upstream before it answered
-    /// (the request may or may not have reached it): retryable for requests without a body.
+    Connect(io::Error),
+    /// A reused keep-alive connection turned out closed by the upstream before it answered a
+    /// request with a body (the request may or may not have reached it). Requests without a
+    /// body are sent again on another connection instead.
     #[error("reused upstream connection closed: {0}")]
-    Stale(hyper::Error),
-    /// Connected, then the exchange failed (reset, garbage, closed early).
+    Stale(io::Error),
+    /// Connected, then the exchange failed (reset, garbage, closed early, body error).
     #[error("upstream exchange failed: {0}")]
-    Exchange(#[from] hyper::Error),
+    Exchange(#[from] ExchangeError),
 }
 
 impl UpstreamError {
@@ -117,162 +140,364 @@ impl UpstreamError {
     }
 }
 
+/// How an exchange on an established connection went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// A socket error.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before a complete response head.
+    #[error("the upstream closed the connection before a complete response head")]
+    Closed,
+    /// The response head is not HTTP/1.x.
+    #[error("malformed response head: {0}")]
+    Head(#[from] HeadError),
+    /// The upstream switched protocols, which the proxy does not forward.
+    #[error("the upstream answered 101 Switching Protocols")]
+    Upgrade,
+    /// The request body could not be read from the client.
+    #[error("request body: {0}")]
+    RequestBody(Box<dyn std::error::Error + Send + Sync>),
+    /// The request body was longer or shorter than its `Content-Length`.
+    #[error("the request body does not match its Content-Length")]
+    BodyLength,
+}
+
+/// The body of a request going upstream, with its framing.
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// A body of exactly this many bytes (the head carries `Content-Length`).
+    Length(ProxyBody, u64),
+    /// A body of unknown length, sent chunked (the head carries `Transfer-Encoding: chunked`).
+    Chunked(ProxyBody),
+}
+
+/// What the caller tells [`HostPool::send`] about the request.
+pub struct UpstreamRequest<'a> {
+    /// The serialized request head, including the blank line that ends it.
+    pub head: &'a [u8],
+    /// The body.
+    pub body: RequestBody,
+    /// `HEAD`: the response has no body whatever its headers say.
+    pub head_method: bool,
+    /// The wait allowed between two reads of the response body.
+    pub read_timeout: Duration,
+}
+
+/// A failed attempt on one connection, before a response was received.
+enum Attempt {
+    /// Nothing came back (write or read failed, or EOF, before any response byte).
+    NoResponse(io::Error),
+    Failed(ExchangeError),
+}
+
 impl HostPool {
-    /// Sends `req` (its URI in origin form) on an idle connection, or on a new one when none
-    /// is left. A request that a pooled connection could not take (the upstream closed it
-    /// while idle) comes back unsent and goes to the next connection.
+    /// Sends the request on an idle connection, or on a new one when none is left, and
+    /// returns the response with its head read and its body streaming from the connection.
+    ///
+    /// A request without a body that finds its reused connection closed by the upstream is
+    /// sent again on the next connection.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        while let Some(mut sender) = self.take_idle() {
-            if sender.ready().await.is_err() {
+        req: UpstreamRequest<'_>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let UpstreamRequest {
+            head,
+            mut body,
+            head_method,
+            read_timeout,
+        } = req;
+        let bodiless = matches!(body, RequestBody::Empty);
+        loop {
+            let (mut conn, reused) = match self.take_idle(!bodiless) {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            match exchange(&mut conn, head, &mut body, head_method).await {
+                Ok((parts, framing, reusable)) => {
+                    let body =
+                        UpstreamBody::new(self.clone(), conn, framing, reusable, read_timeout);
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(Attempt::NoResponse(_)) if reused && bodiless => {}
+                Err(Attempt::NoResponse(e)) if reused => return Err(UpstreamError::Stale(e)),
+                Err(Attempt::NoResponse(e)) => {
+                    return Err(UpstreamError::Exchange(
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            ExchangeError::Closed
+                        } else {
+                            ExchangeError::Io(e)
+                        },
+                    ));
+                }
+                Err(Attempt::Failed(e)) => return Err(UpstreamError::Exchange(e)),
+            }
+        }
+    }
+
+    fn take_idle(&self, always_check: bool) -> Option<Conn> {
+        loop {
+            let IdleConn { conn, since } = {
+                let mut idle = self.idle.lock();
+                let entry = idle.pop()?;
+                if entry.since.elapsed() > IDLE_TIMEOUT {
+                    // The stack is ordered by return time: everything below is older still.
+                    idle.clear();
+                    return None;
+                }
+                entry
+            };
+            if (always_check || since.elapsed() > CHECK_AFTER_IDLE) && !still_open(&conn) {
                 continue;
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease::new(self, sender))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => {
-                        let e = e.into_error();
-                        return Err(if e.is_incomplete_message() {
-                            UpstreamError::Stale(e)
-                        } else {
-                            UpstreamError::Exchange(e)
-                        });
-                    }
-                },
-            }
+            return Some(conn);
         }
-        let mut sender = self.connect().await?;
-        let resp = sender.send_request(req).await?;
-        Ok((resp, Lease::new(self, sender)))
     }
 
-    fn take_idle(&self) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.idle.lock();
-        while let Some(conn) = idle.pop() {
-            if conn.since.elapsed() > IDLE_TIMEOUT {
-                // The stack is ordered by return time: everything below is older still.
-                idle.clear();
-                return None;
-            }
-            if !conn.sender.is_closed() {
-                return Some(conn.sender);
-            }
-        }
-        None
-    }
-
-    fn put(&self, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, conn: Conn) {
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push(IdleConn {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
         let connecting = async {
             let addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
                 .await
                 .map_err(UpstreamError::Resolve)?;
             let mut last = None;
             for addr in addrs {
-                match tokio::net::TcpStream::connect(addr).await {
+                match TcpStream::connect(addr).await {
                     Ok(stream) => return Ok(stream),
                     Err(e) => last = Some(e),
                 }
             }
             Err(UpstreamError::Connect(last.unwrap_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+                io::Error::new(io::ErrorKind::NotFound, "the host has no address")
             })))
         };
         let stream = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| {
-                UpstreamError::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
+                UpstreamError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
             })??;
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(IDLE_TIMEOUT);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+        })
+    }
+}
+
+/// Whether an idle connection is still usable: the upstream has neither closed it nor sent
+/// anything unasked. Costs a syscall only when the reactor saw the socket become readable.
+fn still_open(conn: &Conn) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Writes the request and reads the response head on `conn`.
+async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    body: &mut RequestBody,
+    head_method: bool,
+) -> Result<(http::response::Parts, Framing, bool), Attempt> {
+    let written = match std::mem::replace(body, RequestBody::Empty) {
+        RequestBody::Empty => conn
+            .stream
+            .write_all(head)
+            .await
+            .map_err(Attempt::NoResponse),
+        RequestBody::Length(b, len) => write_body(&mut conn.stream, head, b, Some(len)).await,
+        RequestBody::Chunked(b) => write_body(&mut conn.stream, head, b, None).await,
+    };
+    match written {
+        Ok(()) => read_head(conn, head_method).await,
+        // The client's body failed: the upstream would wait for the rest forever.
+        Err(e @ Attempt::Failed(ExchangeError::RequestBody(_) | ExchangeError::BodyLength)) => {
+            Err(e)
+        }
+        // The upstream may answer (413, 401…) and close before taking the whole body; its
+        // answer is the better outcome. Otherwise the write failure is what went wrong.
+        Err(write) => read_head(conn, head_method).await.map_err(|_| write),
+    }
+}
+
+async fn write_body(
+    stream: &mut TcpStream,
+    head: &[u8],
+    mut body: ProxyBody,
+    len: Option<u64>,
+) -> Result<(), Attempt> {
+    stream.write_all(head).await.map_err(Attempt::NoResponse)?;
+    let mut sent = 0u64;
+    let mut scratch = Vec::with_capacity(24);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Attempt::Failed(ExchangeError::RequestBody(e)))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        let io = |e: io::Error| Attempt::Failed(ExchangeError::Io(e));
+        match len {
+            Some(len) => {
+                if sent > len {
+                    return Err(Attempt::Failed(ExchangeError::BodyLength));
+                }
+                stream.write_all(&data).await.map_err(io)?;
             }
+            None => {
+                scratch.clear();
+                chunked::encode_chunk_size(data.len(), &mut scratch);
+                stream.write_all(&scratch).await.map_err(io)?;
+                stream.write_all(&data).await.map_err(io)?;
+                stream.write_all(chunked::CHUNK_END).await.map_err(io)?;
+            }
+        }
+    }
+    match len {
+        Some(len) if sent != len => Err(Attempt::Failed(ExchangeError::BodyLength)),
+        Some(_) => Ok(()),
+        None => stream
+            .write_all(chunked::LAST_CHUNK)
+            .await
+            .map_err(|e| Attempt::Failed(ExchangeError::Io(e))),
+    }
+}
+
+/// Reads and parses the response head (skipping interim 1xx responses): the parts, how the
+/// body is framed, and whether the connection may carry another request afterwards.
+async fn read_head(
+    conn: &mut Conn,
+    head_method: bool,
+) -> Result<(http::response::Parts, Framing, bool), Attempt> {
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            received = true;
+            match h1::parse_response(&mut conn.buf, MAX_RESPONSE_HEAD) {
+                Ok(Some(mut parts)) => {
+                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(Attempt::Failed(ExchangeError::Upgrade));
+                    }
+                    if parts.status.is_informational() {
+                        continue;
+                    }
+                    let framing = response_framing(&mut parts, head_method)
+                        .map_err(|e| Attempt::Failed(e.into()))?;
+                    let reusable = !matches!(framing, Framing::Close)
+                        && h1::keeps_alive(parts.version, &parts.headers);
+                    return Ok((parts, framing, reusable));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Attempt::Failed(e.into())),
+            }
+        }
+        reserve(&mut conn.buf);
+        match tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await {
+            Ok(0) if received => return Err(Attempt::Failed(ExchangeError::Closed)),
+            Ok(0) => {
+                return Err(Attempt::NoResponse(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before answering",
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if received => return Err(Attempt::Failed(e.into())),
+            Err(e) => return Err(Attempt::NoResponse(e)),
+        }
+    }
+}
+
+/// How the response body is delimited (RFC 9112 §6.3). Framing headers that the proxy
+/// re-creates on its side (`Transfer-Encoding`, and `Content-Length` next to it) are removed.
+fn response_framing(
+    parts: &mut http::response::Parts,
+    head_method: bool,
+) -> Result<Framing, HeadError> {
+    let status = parts.status;
+    if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Length(0));
+    }
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = h1::is_chunked(&parts.headers);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            Framing::Chunked(ChunkedDecoder::new())
+        } else {
+            Framing::Close
         });
-        Ok(sender)
+    }
+    match h1::content_length(&parts.headers)? {
+        Some(len) => Ok(Framing::Length(len)),
+        None => Ok(Framing::Close),
     }
 }
 
-/// A connection lent to one exchange; it goes back to its pool only through
-/// [`Lease::release`], i.e. when the response was read to the end.
-pub struct Lease {
-    pool: Arc<HostPool>,
-    sender: SendRequest<ProxyBody>,
-}
-
-impl Lease {
-    fn new(pool: &Arc<HostPool>, sender: SendRequest<ProxyBody>) -> Self {
-        Self {
-            pool: pool.clone(),
-            sender,
-        }
-    }
-
-    /// Gives the connection back for the next request.
-    pub fn release(self) {
-        self.pool.put(self.sender);
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_BUF);
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body: fails when the upstream sends nothing for the read timeout,
-    /// and returns the connection to its pool when the body has ended. Dropped before its end,
-    /// it closes the connection (the rest of the body is never read).
-    pub struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
-        #[pin]
-        sleep: tokio::time::Sleep,
-        timeout: Duration,
-        armed: bool,
-        lease: Option<Lease>,
-    }
-
-    impl PinnedDrop for UpstreamBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(lease) = this.lease.take()
-                && this.inner.is_end_stream()
-            {
-                lease.release();
+/// Reads more bytes into the connection's buffer: `Ok(0)` at end of stream.
+fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    reserve(&mut conn.buf);
+    loop {
+        match conn.stream.try_read_buf(&mut conn.buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(conn.stream.poll_read_ready(cx))?;
             }
+            other => return Poll::Ready(other),
         }
     }
 }
 
-impl UpstreamBody {
-    /// Wraps `inner`, read with `timeout` between chunks.
-    pub fn new(inner: Incoming, timeout: Duration, lease: Lease) -> Self {
-        Self {
-            inner,
-            sleep: tokio::time::sleep(timeout),
-            timeout,
-            armed: false,
-            lease: Some(lease),
-        }
+/// How the rest of a response body is delimited.
+#[derive(Debug)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    /// Chunked.
+    Chunked(ChunkedDecoder),
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// An upstream response body, read from its connection as the client takes it: fails when
+/// the upstream sends nothing for the read timeout, and returns the connection to its pool
+/// when the body has ended. Dropped before its end, it closes the connection (the rest of the
+/// body is never read).
+pub struct UpstreamBody {
+    pool: Arc<HostPool>,
+    conn: Option<Conn>,
+    framing: Framing,
+    reusable: bool,
+    ended: bool,
+    timeout: Duration,
+    /// Created the first time the body has to wait, armed only while waiting.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("framing", &self.framing)
+            .field("ended", &self.ended)
+            .finish()
     }
 }
 
@@ -281,53 +506,134 @@ impl UpstreamBody {
 #[error("upstream read timed out")]
 pub struct ReadTimedOut;
 
+impl UpstreamBody {
+    fn new(
+        pool: Arc<HostPool>,
+        conn: Conn,
+        framing: Framing,
+        reusable: bool,
+        timeout: Duration,
+    ) -> Self {
+        let mut body = Self {
+            pool,
+            conn: Some(conn),
+            framing,
+            reusable,
+            ended: false,
+            timeout,
+            sleep: None,
+            armed: false,
+        };
+        if matches!(body.framing, Framing::Length(0)) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is complete: the connection goes back to the pool if it can carry another
+    /// request (nothing unread is left on it).
+    fn finish(&mut self) {
+        self.ended = true;
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            self.pool.put(conn);
+        }
+    }
+
+    fn fail(&mut self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BodyPoll {
+        self.ended = true;
+        self.conn = None;
+        Poll::Ready(Some(Err(e.into())))
+    }
+}
+
+type BodyPoll = Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>>;
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(frame) => {
-                // The timer is armed only while waiting, so a body that is already here costs
-                // no timer at all.
-                *this.armed = false;
-                match &frame {
-                    None => {
-                        if let Some(lease) = this.lease.take() {
-                            lease.release();
-                        }
-                    }
-                    Some(Err(_)) => *this.lease = None,
-                    Some(Ok(_)) => {}
-                }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> BodyPoll {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
             }
-            Poll::Pending => {
-                if !*this.armed {
-                    *this.armed = true;
-                    let deadline = tokio::time::Instant::now() + *this.timeout;
-                    this.sleep.as_mut().reset(deadline);
-                }
-                match this.sleep.poll(cx) {
-                    Poll::Ready(()) => {
-                        *this.lease = None;
-                        Poll::Ready(Some(Err(Box::new(ReadTimedOut))))
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if !conn.buf.is_empty() {
+                match &mut this.framing {
+                    Framing::Length(remaining) => {
+                        let n = conn
+                            .buf
+                            .len()
+                            .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                        let data = conn.buf.split_to(n).freeze();
+                        *remaining -= n as u64;
+                        if *remaining == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    Poll::Pending => Poll::Pending,
+                    Framing::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                        Ok(Some(Chunk::Data(data))) => {
+                            if decoder.is_done() {
+                                this.finish();
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Ok(Some(Chunk::Done)) => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Ok(None) => {}
+                        Err(e) => return this.fail(e),
+                    },
+                    Framing::Close => {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            match poll_fill(conn, cx) {
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.framing, Framing::Close) {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    return this.fail(ExchangeError::Closed);
+                }
+                Poll::Ready(Ok(_)) => this.armed = false,
+                Poll::Ready(Err(e)) => return this.fail(e),
+                Poll::Pending => {
+                    let deadline = tokio::time::Instant::now() + this.timeout;
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if !this.armed {
+                        this.armed = true;
+                        sleep.as_mut().reset(deadline);
+                    }
+                    return match sleep.as_mut().poll(cx) {
+                        Poll::Ready(()) => this.fail(ReadTimedOut),
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.framing {
+            Framing::Length(remaining) => SizeHint::with_exact(remaining),
+            _ => SizeHint::default(),
+        }
     }
 }

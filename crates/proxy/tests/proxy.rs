@@ -782,3 +782,144 @@ async fn upstream_connections_are_reused_and_stale_ones_retried() {
     }
     assert!(accepted.load(Ordering::SeqCst) >= 30);
 }
+
+/// Sends `request` on a new connection to the proxy and reads until the proxy closes it.
+/// `then` is sent once `wait_for` has been read (for `Expect: 100-continue`).
+async fn raw_exchange(proxy: SocketAddr, request: &[u8], wait_for: &str, then: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    let mut sent_then = wait_for.is_empty();
+    if sent_then {
+        stream.write_all(then).await.unwrap();
+    }
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the proxy neither answered nor closed the connection")
+            .unwrap_or(0);
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if !sent_then && String::from_utf8_lossy(&got).contains(wait_for) {
+            stream.write_all(then).await.unwrap();
+            sent_then = true;
+        }
+    }
+}
+
+fn text_of(raw: Vec<u8>) -> String {
+    String::from_utf8(raw).unwrap()
+}
+
+/// The head (as text) and the raw body of one response.
+fn split_head(raw: &[u8]) -> (String, &[u8]) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (
+        String::from_utf8(raw[..end].to_vec()).unwrap(),
+        &raw[end + 4..],
+    )
+}
+
+#[tokio::test]
+async fn speaks_http1_on_the_wire() {
+    let env = Env::new().await;
+    env.echo_route("/anything").await;
+    let s = env.service(json!({"url": env.echo.base_url()})).await;
+    env.route(
+        json!({"paths": ["/stream-bytes"], "strip_path": false}),
+        Some(s),
+    )
+    .await;
+
+    // Pipelined requests on one connection, answered in order: a GET, a HEAD (no body, so
+    // the next response follows its head directly) and a chunked POST whose body reaches the
+    // upstream whole. The last one asks to close.
+    let text = text_of(raw_exchange(
+        env.proxy,
+        b"GET /anything/one HTTP/1.1\r\nHost: a\r\n\r\n\
+          HEAD /anything/two HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /anything/three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+        "",
+        b"",
+    )
+    .await);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{text}");
+    let one = text.find("/anything/one").unwrap();
+    let three = text.find("/anything/three").unwrap();
+    assert!(one < three);
+    assert!(
+        !text.contains("/anything/two"),
+        "HEAD answered without a body: {text}"
+    );
+    assert!(text.contains("\"data\":\"hello world\""), "{text}");
+    assert!(text.ends_with("}") || text.ends_with("}\n"), "{text}");
+    assert!(text.contains("connection: close\r\n"));
+
+    // HTTP/1.0 without keep-alive: the proxy answers and closes; an upstream body of unknown
+    // length goes to a 1.0 client delimited by the close, to a 1.1 client chunked.
+    let raw = raw_exchange(
+        env.proxy,
+        b"GET /stream-bytes/3000 HTTP/1.0\r\nHost: a\r\n\r\n",
+        "",
+        b"",
+    )
+    .await;
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert_eq!(body.len(), 3000);
+    let raw = raw_exchange(
+        env.proxy,
+        b"GET /stream-bytes/3000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "",
+        b"",
+    )
+    .await;
+    let (head, body) = split_head(&raw);
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(body.ends_with(b"0\r\n\r\n"));
+    assert!(body.len() > 3000);
+
+    // Expect: 100-continue: the interim answer comes before the body is sent.
+    let text = text_of(raw_exchange(
+        env.proxy,
+        b"POST /anything HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        "100 Continue\r\n\r\n",
+        b"abc",
+    )
+    .await);
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\"data\":\"abc\""), "{text}");
+
+    // Ambiguous framing (the request-smuggling classic) and garbage: 400 in Kong's format,
+    // then the connection closes.
+    for bad in [
+        &b"POST /anything HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /anything HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST /anything HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\nab",
+        b"this is not HTTP\r\n\r\n",
+    ] {
+        let text = text_of(raw_exchange(env.proxy, bad, "", b"").await);
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("\"message\":\"Bad request\""), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+    }
+
+    // A malformed chunked body is the client's error, answered at once.
+    let text = text_of(raw_exchange(
+        env.proxy,
+        b"POST /anything HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "",
+        b"",
+    )
+    .await);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+}

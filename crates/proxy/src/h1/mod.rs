@@ -1,0 +1,368 @@
+//! The proxy's own HTTP/1.1 codec: message heads are parsed with `httparse` and written by
+//! hand, bodies are framed here (`Content-Length`, chunked, or until close), and the I/O of an
+//! exchange runs inline in the task of the request, with no task or channel per exchange.
+//!
+//! Parsed heads become `http` types (`Parts`, `HeaderMap`), the types plugins work with; header
+//! values are slices of the buffer the head was read into, not copies.
+
+pub mod chunked;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Headers per message head parsed without allocating; more are parsed from the heap.
+const INLINE_HEADERS: usize = 64;
+/// The most header fields a message head may have.
+pub const MAX_HEADERS: usize = 512;
+
+/// Why a message head was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not an HTTP/1.x message head.
+    #[error("{0}")]
+    Parse(&'static str),
+    /// Larger than the limit, or more than [`MAX_HEADERS`] fields.
+    #[error("message head too large")]
+    TooLarge,
+    /// `Content-Length` is not a number, or several disagree.
+    #[error("invalid Content-Length")]
+    ContentLength,
+    /// A header name or value `http` refuses.
+    #[error("invalid header field")]
+    Header,
+}
+
+impl From<httparse::Error> for HeadError {
+    fn from(e: httparse::Error) -> Self {
+        match e {
+            httparse::Error::TooManyHeaders => Self::TooLarge,
+            other => Self::Parse(match other {
+                httparse::Error::HeaderName => "invalid header name",
+                httparse::Error::HeaderValue => "invalid header value",
+                httparse::Error::NewLine => "invalid line ending",
+                httparse::Error::Status => "invalid status",
+                httparse::Error::Token => "invalid token",
+                httparse::Error::Version => "invalid HTTP version",
+                _ => "malformed message head",
+            }),
+        }
+    }
+}
+
+/// Where each header's name and value lie in the head's bytes.
+type FieldSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+
+fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> FieldSpans {
+    let start = base.as_ptr().addr();
+    headers
+        .iter()
+        .map(|h| {
+            let n = h.name.as_ptr().addr() - start;
+            let v = h.value.as_ptr().addr() - start;
+            (n..n + h.name.len(), v..v + h.value.len())
+        })
+        .collect()
+}
+
+fn header_map(head: &Bytes, spans: FieldSpans) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name]).map_err(|_| HeadError::Header)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| HeadError::Header)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn version(v: Option<u8>) -> Version {
+    if v == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    }
+}
+
+/// Parses a response head at the front of `buf`. `Ok(None)`: incomplete (and within `max`
+/// bytes so far). On success the head's bytes are taken off `buf`.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<http::response::Parts>, HeadError> {
+    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+    let mut heap;
+    let mut resp = httparse::Response::new(&mut inline);
+    let mut status = resp.parse(buf);
+    if matches!(status, Err(httparse::Error::TooManyHeaders)) {
+        heap = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+        resp = httparse::Response::new(&mut heap);
+        status = resp.parse(buf);
+    }
+    let len = match status? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if buf.len() > max => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+    };
+    if len > max {
+        return Err(HeadError::TooLarge);
+    }
+    let code = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| HeadError::Parse("invalid status code"))?;
+    let version = version(resp.version);
+    let spans = spans(buf, resp.headers);
+    let head = buf.split_to(len).freeze();
+    let headers = header_map(&head, spans)?;
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = code;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(parts))
+}
+
+/// Parses a request head at the front of `buf`: method, URI (origin form as sent, or absolute
+/// form), version, headers. `Ok(None)`: incomplete (and within `max` bytes so far). On success
+/// the head's bytes are taken off `buf`.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<http::request::Parts>, HeadError> {
+    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+    let mut heap;
+    let mut req = httparse::Request::new(&mut inline);
+    let mut status = req.parse(buf);
+    if matches!(status, Err(httparse::Error::TooManyHeaders)) {
+        heap = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+        req = httparse::Request::new(&mut heap);
+        status = req.parse(buf);
+    }
+    let len = match status? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if buf.len() > max => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+    };
+    if len > max {
+        return Err(HeadError::TooLarge);
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| HeadError::Parse("invalid method"))?;
+    let version = version(req.version);
+    let target = req.path.unwrap_or("");
+    let base = buf.as_ptr().addr();
+    let target_span = {
+        let t = target.as_ptr().addr() - base;
+        t..t + target.len()
+    };
+    let spans = spans(buf, req.headers);
+    let head = buf.split_to(len).freeze();
+    let uri = http::Uri::from_maybe_shared(head.slice(target_span))
+        .map_err(|_| HeadError::Parse("invalid request target"))?;
+    let headers = header_map(&head, spans)?;
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(parts))
+}
+
+/// Whether the connection stays open after this message (RFC 9112 §9.3): HTTP/1.1 unless
+/// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    if version == Version::HTTP_10 {
+        keep_alive && !close
+    } else {
+        !close
+    }
+}
+
+/// Whether the last transfer coding is `chunked`.
+pub fn is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The `Content-Length`, if any: every value (and every element of a list) must be the same
+/// number.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
+    let mut found = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::ContentLength);
+            }
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(HeadError::ContentLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// Appends `name: value\r\n` for every header.
+pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends a request line in origin form: `METHOD path[?query] HTTP/1.1\r\n`.
+pub fn write_request_line(out: &mut Vec<u8>, method: &Method, path: &str, query: Option<&str>) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// Appends a status line: `HTTP/1.1 <code> <reason>\r\n`.
+pub fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `target` may be sent as a request target as it is: visible ASCII only, so no
+/// space, control character or line break can split the request line.
+pub fn is_safe_target(target: &str) -> bool {
+    target.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_response_head_and_leaves_the_body() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok"[..],
+        );
+        let parts = parse_response(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(parts.status, 201);
+        assert_eq!(parts.version, Version::HTTP_11);
+        let a: Vec<_> = parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["1", "2"]);
+        assert_eq!(content_length(&parts.headers), Ok(Some(2)));
+        assert_eq!(&buf[..], b"ok");
+    }
+
+    #[test]
+    fn incomplete_heads_wait_and_oversized_ones_fail() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: b\r\n"[..]);
+        assert!(matches!(parse_response(&mut buf, 1024), Ok(None)));
+        assert!(matches!(
+            parse_response(&mut buf, 10),
+            Err(HeadError::TooLarge)
+        ));
+        let mut garbage = BytesMut::from(&b"this is not HTTP\r\n\r\n"[..]);
+        assert!(matches!(
+            parse_response(&mut garbage, 1024),
+            Err(HeadError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn many_headers_parse_from_the_heap_up_to_the_limit() {
+        let mut head = b"GET /x HTTP/1.1\r\n".to_vec();
+        for i in 0..200 {
+            head.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let parsed = parse_request(&mut BytesMut::from(&head[..]), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.headers.len(), 200);
+        let mut head = b"GET /x HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            head.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse_request(&mut BytesMut::from(&head[..]), 1 << 20).err(),
+            Some(HeadError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn parses_a_request_head() {
+        let mut buf = BytesMut::from(
+            &b"POST /a/b?c=d HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..],
+        );
+        let head = parse_request(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(head.method, Method::POST);
+        assert_eq!(head.uri.path(), "/a/b");
+        assert_eq!(head.uri.query(), Some("c=d"));
+        assert_eq!(head.version, Version::HTTP_10);
+        assert_eq!(head.headers["host"], "x");
+        assert_eq!(&buf[..], b"abc");
+    }
+
+    #[test]
+    fn connection_semantics_follow_the_version() {
+        let mut h = HeaderMap::new();
+        assert!(keeps_alive(Version::HTTP_11, &h));
+        assert!(!keeps_alive(Version::HTTP_10, &h));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        assert!(keeps_alive(Version::HTTP_10, &h));
+        h.insert(header::CONNECTION, HeaderValue::from_static("x, close"));
+        assert!(!keeps_alive(Version::HTTP_11, &h));
+    }
+
+    #[test]
+    fn framing_headers_are_read_strictly() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
+        assert_eq!(content_length(&h), Ok(Some(5)));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert_eq!(content_length(&h), Err(HeadError::ContentLength));
+        for bad in ["", "-1", "1e3", "+5", "99999999999999999999"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(bad));
+            assert_eq!(content_length(&h), Err(HeadError::ContentLength), "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, Chunked"),
+        );
+        assert!(is_chunked(&h));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked, gzip"),
+        );
+        assert!(!is_chunked(&h));
+    }
+
+    #[test]
+    fn targets_with_spaces_or_line_breaks_are_unsafe() {
+        assert!(is_safe_target("/a/b%20c?d=e"));
+        assert!(!is_safe_target("/a b"));
+        assert!(!is_safe_target("/a\r\nX: y"));
+        assert!(!is_safe_target("/é"));
+    }
+}
