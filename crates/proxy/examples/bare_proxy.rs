@@ -13,7 +13,7 @@
 use gatehouse_proxy::ProxyBody;
 use gatehouse_proxy::h1;
 use gatehouse_proxy::upstream::{HostPool, RequestBody, UpstreamPools, UpstreamRequest};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -37,7 +37,7 @@ async fn forward(pool: Arc<HostPool>, req: Request<Incoming>) -> Response<ProxyB
     let request = UpstreamRequest {
         head: &head,
         body: RequestBody::Empty,
-        head_method: parts.method == Method::HEAD,
+        method: &parts.method,
         read_timeout: Duration::from_secs(60),
     };
     match pool.send(request).await {

@@ -11,7 +11,7 @@ use crate::snapshot::{PluginInstance, RouteRuntime};
 use crate::upstream::{ExchangeError, RequestBody, UpstreamError, UpstreamRequest};
 use crate::{ProxyBody, ProxyRequest, SERVER_TOKEN, VIA_TOKEN};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,17 +132,7 @@ async fn proxy(
     request_id: &HeaderValue,
     executed: &mut Vec<Arc<PluginInstance>>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    // hyper bounds the head only loosely (a head read in one go may exceed its buffer limit),
-    // so the limit is enforced here, before anything else looks at the headers.
-    let head_bytes: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
-    if head_bytes > crate::server::MAX_HEADER_BYTES {
-        return Err(GatewayError::HeadersTooLarge);
-    }
+    // The head's size was bounded by the listener (server::MAX_HEADER_BYTES, 431).
     // Hop-by-hop headers, including those the client names in `Connection`, go before any
     // plugin runs: otherwise `Connection: X-Anonymous-Consumer` would strip a header a plugin
     // set for the upstream.
@@ -287,7 +277,7 @@ async fn proxy(
         let request = UpstreamRequest {
             head: &head,
             body: body.take().unwrap_or(RequestBody::Empty),
-            head_method: *method == Method::HEAD,
+            method,
             read_timeout,
         };
         match tokio::time::timeout(header_timeout, service.pool.send(request)).await {

@@ -123,21 +123,19 @@ impl Connection {
                 Wait::Close => return,
                 Wait::Refuse(e) => {
                     let resp = e.response(&next_request_id(), None);
-                    let _ = write_response(
-                        &self.stream,
-                        &mut out,
-                        resp,
-                        Version::HTTP_11,
-                        false,
-                        false,
-                    )
-                    .await;
+                    let out = &mut out;
+                    let written =
+                        write_response(&self.stream, out, resp, Version::HTTP_11, false, false);
+                    if written.await.is_ok() {
+                        linger_close(&self.stream).await;
+                    }
                     return;
                 }
             };
             match self.exchange(head, &mut buf, &mut out).await {
                 Ok(true) if !*self.stopping.borrow() => {}
-                _ => return,
+                Ok(_) => return linger_close(&self.stream).await,
+                Err(_) => return,
             }
         }
     }
@@ -201,7 +199,7 @@ impl Connection {
         let version = parts.version;
         let method_head = parts.method == Method::HEAD;
         let mut keep_alive = h1::keeps_alive(version, &parts.headers);
-        let framing = match request_framing(&parts) {
+        let framing = match request_framing(&mut parts) {
             Ok(f) => f,
             Err(e) => {
                 let resp = e.response(&next_request_id(), parts.headers.get(header::ACCEPT));
@@ -209,14 +207,15 @@ impl Connection {
                 return Ok(false);
             }
         };
-        // The framing headers are this hop's: the handler decides the upstream's framing.
+        // The framing headers are this hop's: the handler decides the upstream's framing. The
+        // proxy answers `Expect: 100-continue` itself and sends the body upstream at once.
         parts.headers.remove(header::TRANSFER_ENCODING);
+        let expects = parts.headers.remove(header::EXPECT);
         let (body, shared) = match framing {
             None => (crate::empty_body(), None),
             Some(framing) => {
-                if version == Version::HTTP_11 && expects_continue(&parts.headers) {
-                    write_all(&self.stream, b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-                }
+                let wants_continue = version == Version::HTTP_11
+                    && expects.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 let shared = Arc::new(Mutex::new(BodyState {
                     buf: std::mem::take(buf),
                     framing,
@@ -226,6 +225,9 @@ impl Connection {
                     stream: self.stream.clone(),
                     state: shared.clone(),
                     ended: false,
+                    // Sent when the body is first wanted: a request refused before that (no
+                    // route, authentication) spares the client the upload.
+                    continue_unsent: if wants_continue { CONTINUE.len() } else { 0 },
                 };
                 (body.boxed_unsync(), Some(shared))
             }
@@ -247,16 +249,41 @@ impl Connection {
     }
 }
 
-fn expects_continue(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much it reads at most.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes a connection the way RFC 9112 §9.6 asks: stop sending, then read and drop what the
+/// client still sends for a moment (a request body nobody read), so that a client that is
+/// still uploading sees the response rather than a reset.
+async fn linger_close(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout_at(deadline, stream.readable()).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            Err(_) => return,
+        }
+    }
 }
+
+/// The interim answer to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How the request body is delimited (RFC 9112 §6.3); `None` for no body. Ambiguous framing
 /// (`Transfer-Encoding` with `Content-Length`, or not ending in chunked) is refused, as the
 /// classic request-smuggling vectors.
-fn request_framing(parts: &http::request::Parts) -> Result<Option<BodyFraming>, GatewayError> {
+fn request_framing(parts: &mut http::request::Parts) -> Result<Option<BodyFraming>, GatewayError> {
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         if parts.version != Version::HTTP_11
             || parts.headers.contains_key(header::CONTENT_LENGTH)
@@ -266,7 +293,7 @@ fn request_framing(parts: &http::request::Parts) -> Result<Option<BodyFraming>, 
         }
         return Ok(Some(BodyFraming::Chunked(ChunkedDecoder::new())));
     }
-    match h1::content_length(&parts.headers) {
+    match h1::single_content_length(&mut parts.headers) {
         Ok(Some(0) | None) => Ok(None),
         Ok(Some(n)) => Ok(Some(BodyFraming::Length(n))),
         Err(_) => Err(GatewayError::BadRequest),
@@ -328,13 +355,6 @@ async fn write_response(
     };
     headers.remove(header::TRANSFER_ENCODING);
     let mut framing = if bodiless {
-        // A HEAD answer announces the length the body would have had, when it is known.
-        if method_head
-            && declared.is_none()
-            && let Some(n) = body.size_hint().exact()
-        {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
         OutFraming::None
     } else if let Some(n) = declared {
         OutFraming::Length(n)
@@ -517,6 +537,8 @@ struct ClientBody {
     stream: Arc<TcpStream>,
     state: Arc<Mutex<BodyState>>,
     ended: bool,
+    /// How much of `100 Continue` is still to be written before the body is read.
+    continue_unsent: usize,
 }
 
 /// The client closed the connection or sent a malformed body.
@@ -542,6 +564,28 @@ impl Body for ClientBody {
             return Poll::Ready(None);
         }
         let this = &mut *self;
+        while this.continue_unsent > 0 {
+            let from = CONTINUE.len() - this.continue_unsent;
+            let failed = match this.stream.try_write(&CONTINUE[from..]) {
+                Ok(n) => {
+                    this.continue_unsent -= n.min(this.continue_unsent);
+                    None
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match this.stream.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => None,
+                        Poll::Ready(Err(e)) => Some(e),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                this.ended = true;
+                this.state.lock().failed = true;
+                return Poll::Ready(Some(Err(Box::new(e))));
+            }
+        }
         let mut state = this.state.lock();
         let state = &mut *state;
         let result = loop {

@@ -16,7 +16,7 @@ use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
 use crate::h1::{self, HeadError};
 use bytes::{Bytes, BytesMut};
 use http::header;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -33,10 +33,6 @@ use tokio::net::TcpStream;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
-/// An idle connection unused for longer than this is checked for a close by the upstream
-/// before it carries a request (always checked for requests with a body, which cannot be
-/// sent twice).
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// Largest upstream response head accepted (nginx: `proxy_buffer_size`, 4–8 KiB).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read buffer of an upstream connection.
@@ -123,9 +119,9 @@ pub enum UpstreamError {
     /// No connection could be made (refused, unreachable, connect timeout): retryable.
     #[error("could not connect to the upstream: {0}")]
     Connect(io::Error),
-    /// A reused keep-alive connection turned out closed by the upstream before it answered a
-    /// request with a body (the request may or may not have reached it). Requests without a
-    /// body are sent again on another connection instead.
+    /// A reused keep-alive connection turned out closed by the upstream before it answered
+    /// (the request may or may not have reached it). Idempotent requests without a body are
+    /// sent once more on another connection first; others are not sent twice.
     #[error("reused upstream connection closed: {0}")]
     Stale(io::Error),
     /// Connected, then the exchange failed (reset, garbage, closed early, body error).
@@ -134,9 +130,10 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Whether another attempt may succeed (for requests that can be sent again).
+    /// Whether another attempt may succeed and may be made: the request never left. (A
+    /// stale connection was already retried once by [`HostPool::send`] where that is allowed.)
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::Stale(_))
+        matches!(self, Self::Connect(_))
     }
 }
 
@@ -179,8 +176,9 @@ pub struct UpstreamRequest<'a> {
     pub head: &'a [u8],
     /// The body.
     pub body: RequestBody,
-    /// `HEAD`: the response has no body whatever its headers say.
-    pub head_method: bool,
+    /// The method: `HEAD` responses have no body whatever their headers say, and only
+    /// idempotent requests are sent again after a reused connection failed them.
+    pub method: &'a Method,
     /// The wait allowed between two reads of the response body.
     pub read_timeout: Duration,
 }
@@ -205,12 +203,15 @@ impl HostPool {
         let UpstreamRequest {
             head,
             mut body,
-            head_method,
+            method,
             read_timeout,
         } = req;
-        let bodiless = matches!(body, RequestBody::Empty);
+        let head_method = *method == Method::HEAD;
+        // A reused connection the upstream closed just as the request went out: sent once more
+        // (RFC 9110 §9.2.2: only idempotent requests, and only ones without a body).
+        let mut may_resend = matches!(body, RequestBody::Empty) && method.is_idempotent();
         loop {
-            let (mut conn, reused) = match self.take_idle(!bodiless) {
+            let (mut conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
@@ -220,7 +221,7 @@ impl HostPool {
                         UpstreamBody::new(self.clone(), conn, framing, reusable, read_timeout);
                     return Ok(Response::from_parts(parts, body));
                 }
-                Err(Attempt::NoResponse(_)) if reused && bodiless => {}
+                Err(Attempt::NoResponse(_)) if reused && may_resend => may_resend = false,
                 Err(Attempt::NoResponse(e)) if reused => return Err(UpstreamError::Stale(e)),
                 Err(Attempt::NoResponse(e)) => {
                     return Err(UpstreamError::Exchange(
@@ -236,9 +237,9 @@ impl HostPool {
         }
     }
 
-    fn take_idle(&self, always_check: bool) -> Option<Conn> {
+    fn take_idle(&self) -> Option<Conn> {
         loop {
-            let IdleConn { conn, since } = {
+            let IdleConn { conn, .. } = {
                 let mut idle = self.idle.lock();
                 let entry = idle.pop()?;
                 if entry.since.elapsed() > IDLE_TIMEOUT {
@@ -248,15 +249,18 @@ impl HostPool {
                 }
                 entry
             };
-            if (always_check || since.elapsed() > CHECK_AFTER_IDLE) && !still_open(&conn) {
-                continue;
+            if still_open(&conn) {
+                return Some(conn);
             }
-            return Some(conn);
         }
     }
 
     fn put(&self, conn: Conn) {
         let mut idle = self.idle.lock();
+        // Expired connections (the oldest, at the bottom of the stack) are closed whenever one
+        // comes back, so a burst's connections do not linger after traffic has calmed down.
+        let expired = idle.partition_point(|e| e.since.elapsed() > IDLE_TIMEOUT);
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push(IdleConn {
                 conn,
@@ -297,7 +301,9 @@ impl HostPool {
 }
 
 /// Whether an idle connection is still usable: the upstream has neither closed it nor sent
-/// anything unasked. Costs a syscall only when the reactor saw the socket become readable.
+/// anything unasked. Costs a syscall only when the reactor saw the socket become readable
+/// since the last read (a read that did not fill the buffer clears that readiness, so after a
+/// normal response this is free).
 fn still_open(conn: &Conn) -> bool {
     let mut probe = [0u8; 1];
     matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -315,31 +321,50 @@ async fn exchange(
             .stream
             .write_all(head)
             .await
+            .map(|()| Sent::Whole)
             .map_err(Attempt::NoResponse),
-        RequestBody::Length(b, len) => write_body(&mut conn.stream, head, b, Some(len)).await,
-        RequestBody::Chunked(b) => write_body(&mut conn.stream, head, b, None).await,
+        RequestBody::Length(b, len) => write_body(conn, head, b, Some(len)).await,
+        RequestBody::Chunked(b) => write_body(conn, head, b, None).await,
     };
     match written {
-        Ok(()) => read_head(conn, head_method).await,
+        Ok(Sent::Whole) => read_head(conn, head_method).await,
+        // The upstream answered before taking the whole body (413, 401…): its answer stands,
+        // and the connection, with part of a request on it, is not used again.
+        Ok(Sent::Cut) => read_head(conn, head_method)
+            .await
+            .map(|(parts, framing, _)| (parts, framing, false)),
         // The client's body failed: the upstream would wait for the rest forever.
         Err(e @ Attempt::Failed(ExchangeError::RequestBody(_) | ExchangeError::BodyLength)) => {
             Err(e)
         }
-        // The upstream may answer (413, 401…) and close before taking the whole body; its
-        // answer is the better outcome. Otherwise the write failure is what went wrong.
-        Err(write) => read_head(conn, head_method).await.map_err(|_| write),
+        // The upstream may have answered and closed before taking the whole body; its answer
+        // is the better outcome. Otherwise the write failure is what went wrong.
+        Err(write) => read_head(conn, head_method)
+            .await
+            .map(|(parts, framing, _)| (parts, framing, false))
+            .map_err(|_| write),
     }
 }
 
+/// How much of a request went out.
+enum Sent {
+    Whole,
+    /// The upstream started answering before the body was sent, and the rest was not sent.
+    Cut,
+}
+
 async fn write_body(
-    stream: &mut TcpStream,
+    conn: &mut Conn,
     head: &[u8],
     mut body: ProxyBody,
     len: Option<u64>,
-) -> Result<(), Attempt> {
-    stream.write_all(head).await.map_err(Attempt::NoResponse)?;
+) -> Result<Sent, Attempt> {
+    conn.stream
+        .write_all(head)
+        .await
+        .map_err(Attempt::NoResponse)?;
     let mut sent = 0u64;
-    let mut scratch = Vec::with_capacity(24);
+    let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Attempt::Failed(ExchangeError::RequestBody(e)))?;
         let Ok(data) = frame.into_data() else {
@@ -349,31 +374,56 @@ async fn write_body(
             continue;
         }
         sent += data.len() as u64;
-        let io = |e: io::Error| Attempt::Failed(ExchangeError::Io(e));
+        out.clear();
         match len {
-            Some(len) => {
-                if sent > len {
-                    return Err(Attempt::Failed(ExchangeError::BodyLength));
-                }
-                stream.write_all(&data).await.map_err(io)?;
-            }
+            Some(len) if sent > len => return Err(Attempt::Failed(ExchangeError::BodyLength)),
+            Some(_) => out.extend_from_slice(&data),
             None => {
-                scratch.clear();
-                chunked::encode_chunk_size(data.len(), &mut scratch);
-                stream.write_all(&scratch).await.map_err(io)?;
-                stream.write_all(&data).await.map_err(io)?;
-                stream.write_all(chunked::CHUNK_END).await.map_err(io)?;
+                chunked::encode_chunk_size(data.len(), &mut out);
+                out.extend_from_slice(&data);
+                out.extend_from_slice(chunked::CHUNK_END);
             }
+        }
+        if let Sent::Cut = write_watching(conn, &out).await? {
+            return Ok(Sent::Cut);
         }
     }
     match len {
         Some(len) if sent != len => Err(Attempt::Failed(ExchangeError::BodyLength)),
-        Some(_) => Ok(()),
-        None => stream
-            .write_all(chunked::LAST_CHUNK)
-            .await
-            .map_err(|e| Attempt::Failed(ExchangeError::Io(e))),
+        Some(_) => Ok(Sent::Whole),
+        None => write_watching(conn, chunked::LAST_CHUNK).await,
     }
+}
+
+/// Writes `data`, but stops as soon as the upstream sends something (an early answer while
+/// the body is still going out: an upstream that answers and stops reading would otherwise
+/// leave the write waiting until the response deadline).
+async fn write_watching(conn: &mut Conn, mut data: &[u8]) -> Result<Sent, Attempt> {
+    let fail = |e: io::Error| Attempt::Failed(ExchangeError::Io(e));
+    while !data.is_empty() {
+        match conn.stream.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let stream = &conn.stream;
+                tokio::select! {
+                    ready = stream.writable() => ready.map_err(fail)?,
+                    ready = stream.readable() => {
+                        ready.map_err(fail)?;
+                        reserve(&mut conn.buf);
+                        match conn.stream.try_read_buf(&mut conn.buf) {
+                            // Readiness without data (stale): go on writing.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(fail(e)),
+                            // Answer bytes, or the upstream's close: read_head takes it from here.
+                            Ok(_) => return Ok(Sent::Cut),
+                        }
+                    }
+                }
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(Sent::Whole)
 }
 
 /// Reads and parses the response head (skipping interim 1xx responses): the parts, how the
@@ -440,7 +490,7 @@ fn response_framing(
             Framing::Close
         });
     }
-    match h1::content_length(&parts.headers)? {
+    match h1::single_content_length(&mut parts.headers)? {
         Some(len) => Ok(Framing::Length(len)),
         None => Ok(Framing::Close),
     }
@@ -452,17 +502,12 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
-/// Reads more bytes into the connection's buffer: `Ok(0)` at end of stream.
+/// Reads more bytes into the connection's buffer: `Ok(0)` at end of stream. (Through
+/// `AsyncRead`, which takes a read that did not fill the buffer as proof the socket is
+/// drained, so [`still_open`] costs nothing afterwards.)
 fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     reserve(&mut conn.buf);
-    loop {
-        match conn.stream.try_read_buf(&mut conn.buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready!(conn.stream.poll_read_ready(cx))?;
-            }
-            other => return Poll::Ready(other),
-        }
-    }
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)
 }
 
 /// How the rest of a response body is delimited.

@@ -899,6 +899,33 @@ async fn speaks_http1_on_the_wire() {
     );
     assert!(text.contains("\"data\":\"abc\""), "{text}");
 
+    // A request refused before its body is wanted gets no `100 Continue`: the client is
+    // spared the upload.
+    let text = text_of(
+        raw_exchange(
+            env.proxy,
+            b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+            "",
+            b"",
+        )
+        .await,
+    );
+    assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+
+    // A list of equal lengths is accepted and forwarded as one plain value.
+    let text = text_of(
+        raw_exchange(
+            env.proxy,
+            b"POST /anything HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nConnection: close\r\n\r\nabc",
+            "",
+            b"",
+        )
+        .await,
+    );
+    assert!(text.contains("\"Content-Length\":\"3\""), "{text}");
+    assert!(text.contains("\"data\":\"abc\""), "{text}");
+
     // Ambiguous framing (the request-smuggling classic) and garbage: 400 in Kong's format,
     // then the connection closes.
     for bad in [
@@ -922,4 +949,76 @@ async fn speaks_http1_on_the_wire() {
     )
     .await);
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+}
+
+/// An upstream that reads a request head, answers 413 at once and then neither reads nor
+/// closes: the gateway must not wait for it to take the body.
+async fn early_answer_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn early_upstream_answers_and_non_idempotent_requests() {
+    use std::sync::atomic::Ordering;
+    let env = Env::new().await;
+    // 32 MiB to an upstream that answers 413 after the head: the answer reaches the client
+    // (not a 504 after the read timeout).
+    let early = early_answer_upstream().await;
+    env.upstream_route(early, "/upload", json!({"read_timeout": 10000}))
+        .await;
+    let started = std::time::Instant::now();
+    let resp = env
+        .client
+        .post(env.url("/upload"))
+        .body(vec![1u8; 32 << 20])
+        .send()
+        .await;
+    // The client may see the answer, or a reset if it was still sending when the proxy gave
+    // up reading; never the gateway's timeout.
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 413);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A POST (even bodiless) sent on a reused connection that the upstream closes is not
+    // sent again (RFC 9110 §9.2.2): 502. A GET is.
+    let (closing, accepted) = counting_upstream(true).await;
+    env.upstream_route(closing, "/closing", json!({})).await;
+    let first = env.client.get(env.url("/closing")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let _ = first.bytes().await;
+    let post = env
+        .client
+        .post(env.url("/closing"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let get = env.client.get(env.url("/closing")).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -215,6 +215,24 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
     Ok(found)
 }
 
+/// The `Content-Length` (as [`content_length`]), rewritten as one field holding the plain
+/// number when the message carried a list, several fields or leading zeros: a proxy forwards a
+/// single value (RFC 9110 §8.6), so the next hop cannot read it differently.
+pub fn single_content_length(headers: &mut HeaderMap) -> Result<Option<u64>, HeadError> {
+    let n = content_length(headers)?;
+    if let Some(n) = n {
+        let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+        let canonical = values.next().is_some_and(|v| {
+            let b = v.as_bytes();
+            b.iter().all(u8::is_ascii_digit) && (b.len() == 1 || b[0] != b'0')
+        }) && values.next().is_none();
+        if !canonical {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    Ok(n)
+}
+
 /// Appends `name: value\r\n` for every header.
 pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
@@ -345,6 +363,12 @@ mod tests {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(bad));
             assert_eq!(content_length(&h), Err(HeadError::ContentLength), "{bad}");
         }
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("05"));
+        assert_eq!(single_content_length(&mut h), Ok(Some(5)));
+        let all: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(all, ["5"], "forwarded as one plain value");
         let mut h = HeaderMap::new();
         h.insert(
             header::TRANSFER_ENCODING,
