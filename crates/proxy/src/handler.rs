@@ -34,18 +34,6 @@ static X_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-res
 /// `Via` on a request that arrived without one.
 const VIA_REQUEST: &str = concat!("1.1 gatehouse/", env!("CARGO_PKG_VERSION"));
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded in either direction.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
 /// Request ids: a random per-process prefix and a counter, 32 hex characters like Kong's.
 pub(crate) fn next_request_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -368,28 +356,47 @@ fn request_host(parts: &http::request::Parts) -> Option<String> {
         .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
 }
 
+/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1), `Transfer-Encoding` included.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names is cheaper than nine lookups.
-    let any = headers.keys().any(|name| {
-        name == header::CONNECTION || name == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(name)
-    });
-    if !any {
+    // Most requests carry none: one pass over the names is cheaper than nine lookups. Most
+    // upstream responses carry just `Connection: keep-alive`: only what is there is removed.
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
         .collect();
-    for name in listed {
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
+                continue; // connection options, and keep-alive is doomed already if present
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in doomed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 fn append_via(headers: &mut HeaderMap, version: http::Version) {

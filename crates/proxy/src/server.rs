@@ -209,11 +209,13 @@ impl Connection {
         };
         // The framing headers are this hop's: the handler decides the upstream's framing. The
         // proxy answers `Expect: 100-continue` itself and sends the body upstream at once.
-        parts.headers.remove(header::TRANSFER_ENCODING);
-        let expects = parts.headers.remove(header::EXPECT);
         let (body, shared) = match framing {
             None => (crate::empty_body(), None),
             Some(framing) => {
+                if let BodyFraming::Chunked(_) = framing {
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                }
+                let expects = parts.headers.remove(header::EXPECT);
                 let wants_continue = version == Version::HTTP_11
                     && expects.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 let shared = Arc::new(Mutex::new(BodyState {

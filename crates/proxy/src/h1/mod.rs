@@ -65,8 +65,12 @@ fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> FieldSpans {
         .collect()
 }
 
+/// Room left in a parsed head's map for the headers the proxy adds on the way (forwarding
+/// headers upstream, gateway and latency headers back): a map that has to grow rehashes.
+const ADDED_HEADERS: usize = 16;
+
 fn header_map(head: &Bytes, spans: FieldSpans) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(spans.len());
+    let mut map = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
     for (name, value) in spans {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| HeadError::Header)?;
         let value =
