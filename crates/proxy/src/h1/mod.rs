@@ -88,29 +88,46 @@ fn version(v: Option<u8>) -> Version {
     }
 }
 
+/// Parses a head with `$parser` (`httparse::Request` or `::Response`) into header slots on the
+/// stack, or on the heap when there are more; binds the parser and its status in the caller.
+macro_rules! parse_head {
+    ($parser:path, $buf:expr, $msg:ident, $status:ident) => {
+        let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+        let mut heap;
+        let mut $msg = <$parser>::new(&mut inline);
+        let mut $status = $msg.parse($buf);
+        if matches!($status, Err(httparse::Error::TooManyHeaders)) {
+            heap = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+            $msg = <$parser>::new(&mut heap);
+            $status = $msg.parse($buf);
+        }
+    };
+}
+
+/// The length of a complete head; `None` while it is incomplete and within `max` bytes.
+fn complete_len(
+    status: httparse::Result<usize>,
+    buffered: usize,
+    max: usize,
+) -> Result<Option<usize>, HeadError> {
+    match status? {
+        httparse::Status::Complete(len) if len > max => Err(HeadError::TooLarge),
+        httparse::Status::Complete(len) => Ok(Some(len)),
+        httparse::Status::Partial if buffered > max => Err(HeadError::TooLarge),
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
 /// Parses a response head at the front of `buf`. `Ok(None)`: incomplete (and within `max`
 /// bytes so far). On success the head's bytes are taken off `buf`.
 pub fn parse_response(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<http::response::Parts>, HeadError> {
-    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
-    let mut heap;
-    let mut resp = httparse::Response::new(&mut inline);
-    let mut status = resp.parse(buf);
-    if matches!(status, Err(httparse::Error::TooManyHeaders)) {
-        heap = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-        resp = httparse::Response::new(&mut heap);
-        status = resp.parse(buf);
-    }
-    let len = match status? {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial if buf.len() > max => return Err(HeadError::TooLarge),
-        httparse::Status::Partial => return Ok(None),
+    parse_head!(httparse::Response, buf, resp, status);
+    let Some(len) = complete_len(status, buf.len(), max)? else {
+        return Ok(None);
     };
-    if len > max {
-        return Err(HeadError::TooLarge);
-    }
     let code = StatusCode::from_u16(resp.code.unwrap_or(0))
         .map_err(|_| HeadError::Parse("invalid status code"))?;
     let version = version(resp.version);
@@ -131,23 +148,10 @@ pub fn parse_request(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<http::request::Parts>, HeadError> {
-    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
-    let mut heap;
-    let mut req = httparse::Request::new(&mut inline);
-    let mut status = req.parse(buf);
-    if matches!(status, Err(httparse::Error::TooManyHeaders)) {
-        heap = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-        req = httparse::Request::new(&mut heap);
-        status = req.parse(buf);
-    }
-    let len = match status? {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial if buf.len() > max => return Err(HeadError::TooLarge),
-        httparse::Status::Partial => return Ok(None),
+    parse_head!(httparse::Request, buf, req, status);
+    let Some(len) = complete_len(status, buf.len(), max)? else {
+        return Ok(None);
     };
-    if len > max {
-        return Err(HeadError::TooLarge);
-    }
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Parse("invalid method"))?;
     let version = version(req.version);
