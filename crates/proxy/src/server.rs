@@ -123,9 +123,9 @@ impl Connection {
                 Wait::Close => return,
                 Wait::Refuse(e) => {
                     let resp = e.response(&next_request_id(), None);
-                    let out = &mut out;
+                    let version = Version::HTTP_11;
                     let written =
-                        write_response(&self.stream, out, resp, Version::HTTP_11, false, false);
+                        write_response(&self.stream, &mut out, resp, version, false, false);
                     if written.await.is_ok() {
                         linger_close(&self.stream).await;
                     }
@@ -156,9 +156,7 @@ impl Connection {
                     Err(_) => return Wait::Refuse(GatewayError::BadRequest),
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_BUF);
-            }
+            h1::reserve_read(buf, READ_BUF);
             match self.stream.try_read_buf(buf) {
                 Ok(0) => return Wait::Close,
                 Ok(_) => continue,
@@ -610,9 +608,7 @@ impl Body for ClientBody {
                     },
                 }
             }
-            if state.buf.capacity() - state.buf.len() < 1024 {
-                state.buf.reserve(READ_BUF);
-            }
+            h1::reserve_read(&mut state.buf, READ_BUF);
             match this.stream.try_read_buf(&mut state.buf) {
                 Ok(0) => break Err(ClientBodyError::Closed),
                 Ok(_) => {}

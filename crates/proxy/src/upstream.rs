@@ -409,7 +409,7 @@ async fn write_watching(conn: &mut Conn, mut data: &[u8]) -> Result<Sent, Attemp
                     ready = stream.writable() => ready.map_err(fail)?,
                     ready = stream.readable() => {
                         ready.map_err(fail)?;
-                        reserve(&mut conn.buf);
+                        h1::reserve_read(&mut conn.buf, READ_BUF);
                         match conn.stream.try_read_buf(&mut conn.buf) {
                             // Readiness without data (stale): go on writing.
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -454,7 +454,7 @@ async fn read_head(
                 Err(e) => return Err(Attempt::Failed(e.into())),
             }
         }
-        reserve(&mut conn.buf);
+        h1::reserve_read(&mut conn.buf, READ_BUF);
         match tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await {
             Ok(0) if received => return Err(Attempt::Failed(ExchangeError::Closed)),
             Ok(0) => {
@@ -496,17 +496,11 @@ fn response_framing(
     }
 }
 
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_BUF);
-    }
-}
-
 /// Reads more bytes into the connection's buffer: `Ok(0)` at end of stream. (Through
 /// `AsyncRead`, which takes a read that did not fill the buffer as proof the socket is
 /// drained, so [`still_open`] costs nothing afterwards.)
 fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    reserve(&mut conn.buf);
+    h1::reserve_read(&mut conn.buf, READ_BUF);
     tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)
 }
 

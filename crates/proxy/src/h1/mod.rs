@@ -241,6 +241,13 @@ pub fn single_content_length(headers: &mut HeaderMap) -> Result<Option<u64>, Hea
     Ok(n)
 }
 
+/// Makes room for the next read into `buf`: at least 1 KiB free, growing by `chunk` when less.
+pub fn reserve_read(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(chunk);
+    }
+}
+
 /// Appends `name: value\r\n` for every header.
 pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
