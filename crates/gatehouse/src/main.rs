@@ -79,6 +79,10 @@ struct ServeArgs {
     /// The proxy (data plane) listener.
     #[arg(long, env = "GATEHOUSE_PROXY_LISTEN", default_value = "0.0.0.0:8000")]
     proxy_listen: SocketAddr,
+    /// How many threads serve the proxy, each with its own connections and upstream pool
+    /// [default: one per CPU the process may use].
+    #[arg(long, env = "GATEHOUSE_PROXY_WORKERS")]
+    proxy_workers: Option<std::num::NonZeroUsize>,
     /// The control plane whose configuration the proxy serves (created when missing)
     /// [default: `default`; `quickstart` for the quickstart].
     #[arg(long, env = "GATEHOUSE_CONTROL_PLANE")]
@@ -441,11 +445,15 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             .with_graceful_shutdown(wait(stop_rx.clone()))
             .into_future(),
     );
-    let proxy_task = tokio::spawn(gatehouse_proxy::server::serve(
-        proxy_listener,
+    let proxy_workers = gatehouse_proxy::workers::spawn(
+        proxy_listener.into_std()?,
         gateway,
-        wait(stop_rx.clone()),
-    ));
+        args.proxy_workers
+            .unwrap_or_else(gatehouse_proxy::workers::default_count),
+        stop_rx.clone(),
+    )
+    .context("cannot start the proxy workers")?;
+    let proxy_task = tokio::spawn(proxy_workers.wait());
     let echo_task =
         echo_listener.map(|l| tokio::spawn(gatehouse_echo::serve(l, wait(stop_rx.clone()))));
     ready.store(true, Ordering::Release);

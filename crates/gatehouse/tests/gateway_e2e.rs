@@ -135,3 +135,34 @@ async fn serve_proxies_the_default_control_plane_written_at_kong_paths() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_proxy_workers_serve_many_connections_at_once() {
+    let node = Node::start("quickstart", None, &["--proxy-workers", "3"]);
+    let http = client();
+    node.ready(&http).await;
+    // 48 clients, each on its own connection, 5 requests each: connections land on every
+    // worker, and each worker reuses its own upstream connections.
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        let url = format!("{}/anything/{i}", node.proxy);
+        clients.spawn(async move {
+            let own = client();
+            let mut seen = Vec::new();
+            for n in 0..5 {
+                let r = own.get(format!("{url}?n={n}")).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                seen.push((status, body["args"]["n"].clone()));
+            }
+            seen
+        });
+    }
+    let want: Vec<(u16, Value)> = (0..5).map(|n| (200, json!(n.to_string()))).collect();
+    let mut done = 0;
+    while let Some(seen) = clients.join_next().await {
+        assert_eq!(seen.unwrap(), want);
+        done += 1;
+    }
+    assert_eq!(done, 48);
+}

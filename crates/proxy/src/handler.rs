@@ -19,12 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
-static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Gatehouse-Request-Id` (Kong: `X-Kong-Request-Id`).
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gatehouse-request-id");
 static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-upstream-latency");
@@ -221,33 +215,30 @@ async fn proxy(
         return Err(GatewayError::BadRequest);
     }
 
-    let mut headers = std::mem::take(&mut req_parts.headers);
+    let headers = &mut req_parts.headers;
+    let body = upstream_body(headers, req_body)?;
+    let bodiless = matches!(body, RequestBody::Empty);
     let client_host = host.as_deref().unwrap_or("");
-    if route.route.preserve_host {
-        if !headers.contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(client_host)
-        {
-            headers.insert(header::HOST, v);
-        }
-    } else {
-        headers.insert(header::HOST, service.host_header.clone());
-    }
-    forwarded_headers(
-        &mut headers,
+    let prefix = &path[..prefix_len.min(path.len())];
+    let forwarding = Forwarding {
+        host: if !route.route.preserve_host {
+            Some(service.host_header.as_bytes())
+        } else if headers.contains_key(header::HOST) {
+            None
+        } else {
+            Some(client_host.as_bytes())
+        },
         conn,
         request_id,
         client_host,
-        &raw_path,
-        &path[..prefix_len.min(path.len())],
-        route.route.strip_path,
-    );
-    let body = upstream_body(&mut headers, req_body)?;
-    let bodiless = matches!(body, RequestBody::Empty);
+        raw_path: &raw_path,
+        prefix: (route.route.strip_path && !prefix.is_empty() && prefix != "/").then_some(prefix),
+    };
 
     let method = &req_parts.method;
-    let mut head = Vec::with_capacity(256 + 48 * headers.len());
+    let mut head = Vec::with_capacity(384 + 48 * headers.len());
     h1::write_request_line(&mut head, method, &upstream_path, query);
-    h1::write_headers(&mut head, &headers);
+    write_upstream_headers(&mut head, headers, &forwarding);
     head.extend_from_slice(b"\r\n");
 
     let read_timeout = Duration::from_millis(u64::from(svc.read_timeout));
@@ -424,63 +415,91 @@ fn append_via(headers: &mut HeaderMap, version: http::Version) {
     }
 }
 
-fn forwarded_headers(
-    headers: &mut HeaderMap,
-    conn: &ConnInfo,
-    request_id: &HeaderValue,
-    client_host: &str,
-    raw_path: &str,
-    prefix: &str,
-    stripped: bool,
-) {
-    let xff = {
-        let mut sent = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .peekable();
-        if sent.peek().is_none() {
-            conn.peer_ip.clone()
-        } else {
-            let mut joined = String::new();
-            for v in sent {
-                joined.push_str(v);
-                joined.push_str(", ");
+/// What the proxy tells the upstream about the request (spec C.5), written after the client's
+/// own headers; the client's values of these names are dropped, or extended for
+/// `X-Forwarded-For` and `Via` (no peer is trusted, Kong's default `trusted_ips = NONE`).
+struct Forwarding<'a> {
+    /// The `Host` sent instead of the client's; `None` keeps the client's.
+    host: Option<&'a [u8]>,
+    conn: &'a ConnInfo,
+    request_id: &'a HeaderValue,
+    client_host: &'a str,
+    raw_path: &'a str,
+    /// The prefix the route stripped, when it stripped one (`X-Forwarded-Prefix`).
+    prefix: Option<&'a str>,
+}
+
+/// Writes the upstream request's header fields: the client's (hop-by-hop ones were removed
+/// before the plugins ran), then the forwarding headers, straight into the head's bytes.
+fn write_upstream_headers(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>) {
+    let mut forwarded_for = false;
+    let mut via = false;
+    for (name, value) in headers {
+        match name.as_str() {
+            "host" if fwd.host.is_some() => continue,
+            "x-forwarded-for" => forwarded_for = true,
+            "via" => via = true,
+            "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-forwarded-path"
+            | "x-forwarded-prefix"
+            | "x-real-ip"
+            | "x-gatehouse-request-id" => {}
+            name => {
+                h1::write_field(out, name.as_bytes(), value.as_bytes());
+                continue;
             }
-            joined.push_str(conn.peer_ip.to_str().unwrap_or_default());
-            HeaderValue::from_str(&joined).unwrap_or_else(|_| conn.peer_ip.clone())
         }
-    };
-    // No peer is trusted (Kong's default `trusted_ips = NONE`): the other X-Forwarded-* are
-    // always ours, never the client's.
-    let set = |h: &mut HeaderMap, name: &HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name.clone(), v);
-        } else {
-            h.remove(name);
+    }
+    if let Some(host) = fwd.host {
+        write_checked(out, b"host", host);
+    }
+    let peer_ip = fwd.conn.peer_ip.as_bytes();
+    if forwarded_for {
+        let mut list = Vec::with_capacity(64);
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            list.extend_from_slice(v.as_bytes());
+            list.extend_from_slice(b", ");
         }
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    set(headers, &X_FORWARDED_HOST, strip_port(client_host));
-    headers.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
-    set(headers, &X_FORWARDED_PATH, raw_path);
-    if stripped && !prefix.is_empty() && prefix != "/" {
-        set(headers, &X_FORWARDED_PREFIX, prefix);
+        list.extend_from_slice(peer_ip);
+        h1::write_field(out, b"x-forwarded-for", &list);
     } else {
-        headers.remove(&X_FORWARDED_PREFIX);
+        h1::write_field(out, b"x-forwarded-for", peer_ip);
     }
-    headers.insert(X_REAL_IP.clone(), conn.peer_ip.clone());
-    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) => {
-            let via = format!("{existing}, 1.1 {VIA_TOKEN}");
-            set(headers, &header::VIA, &via);
-        }
-        None => {
-            headers.insert(header::VIA, HeaderValue::from_static(VIA_REQUEST));
-        }
+    h1::write_field(out, b"x-forwarded-proto", b"http");
+    write_checked(
+        out,
+        b"x-forwarded-host",
+        strip_port(fwd.client_host).as_bytes(),
+    );
+    h1::write_field(out, b"x-forwarded-port", fwd.conn.local_port.as_bytes());
+    write_checked(out, b"x-forwarded-path", fwd.raw_path.as_bytes());
+    if let Some(prefix) = fwd.prefix {
+        write_checked(out, b"x-forwarded-prefix", prefix.as_bytes());
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    h1::write_field(out, b"x-real-ip", peer_ip);
+    if via {
+        let mut list = Vec::with_capacity(64);
+        for v in headers.get_all(header::VIA) {
+            list.extend_from_slice(v.as_bytes());
+            list.extend_from_slice(b", ");
+        }
+        list.extend_from_slice(b"1.1 ");
+        list.extend_from_slice(VIA_TOKEN.as_bytes());
+        h1::write_field(out, b"via", &list);
+    } else {
+        h1::write_field(out, b"via", VIA_REQUEST.as_bytes());
+    }
+    h1::write_field(out, b"x-gatehouse-request-id", fwd.request_id.as_bytes());
+}
+
+/// Writes a field whose value the proxy computed from the request (a host, a decoded path):
+/// left out when it holds a byte a field value may not (a control character).
+fn write_checked(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if h1::is_field_value(value) {
+        h1::write_field(out, name, value);
+    }
 }
 
 fn strip_port(host: &str) -> &str {

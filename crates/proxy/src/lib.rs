@@ -5,7 +5,8 @@
 //! consumers); [`server::serve`] accepts connections; [`handler::handle`] takes one request
 //! through routing, the plugins' `access` phase and the upstream call. Plugins implement
 //! [`plugin::Plugin`] and are built by a [`plugin::PluginFactory`] registered in a
-//! [`plugin::Registry`]. Gateway-generated errors are all in [`error`].
+//! [`plugin::Registry`]. Gateway-generated errors are all in [`error`]. [`workers`] runs
+//! [`server::serve`] thread-per-core, as the binary does.
 
 pub mod context;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod plugin;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod workers;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};

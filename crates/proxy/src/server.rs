@@ -157,7 +157,7 @@ impl Connection {
                 }
             }
             h1::reserve_read(buf, READ_BUF);
-            match self.stream.try_read_buf(buf) {
+            match h1::try_read_some(&self.stream, buf) {
                 Ok(0) => return Wait::Close,
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -609,7 +609,7 @@ impl Body for ClientBody {
                 }
             }
             h1::reserve_read(&mut state.buf, READ_BUF);
-            match this.stream.try_read_buf(&mut state.buf) {
+            match h1::try_read_some(&this.stream, &mut state.buf) {
                 Ok(0) => break Err(ClientBodyError::Closed),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

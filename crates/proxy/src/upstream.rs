@@ -14,6 +14,7 @@
 use crate::ProxyBody;
 use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
 use crate::h1::{self, HeadError};
+use crate::workers;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use http::{Method, Response, StatusCode};
@@ -103,6 +104,8 @@ impl std::fmt::Debug for HostPool {
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The proxy worker whose reactor the socket is registered with ([`workers::current`]).
+    worker: u32,
 }
 
 struct IdleConn {
@@ -238,16 +241,19 @@ impl HostPool {
     }
 
     fn take_idle(&self) -> Option<Conn> {
+        let worker = workers::current();
         loop {
-            let IdleConn { conn, .. } = {
+            let conn = {
                 let mut idle = self.idle.lock();
-                let entry = idle.pop()?;
-                if entry.since.elapsed() > IDLE_TIMEOUT {
+                // The most recently returned connection of this worker: other workers'
+                // connections belong to their reactors.
+                let at = idle.iter().rposition(|e| e.conn.worker == worker)?;
+                if idle[at].since.elapsed() > IDLE_TIMEOUT {
                     // The stack is ordered by return time: everything below is older still.
-                    idle.clear();
+                    idle.drain(..=at);
                     return None;
                 }
-                entry
+                idle.remove(at).conn
             };
             if still_open(&conn) {
                 return Some(conn);
@@ -296,6 +302,7 @@ impl HostPool {
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_BUF),
+            worker: workers::current(),
         })
     }
 }
@@ -674,5 +681,46 @@ impl Body for UpstreamBody {
             Framing::Length(remaining) => SizeHint::with_exact(remaining),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_connections_stay_with_the_worker_that_opened_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and keeps every connection open, so that none looks closed when reused.
+        let keeper = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let pools = UpstreamPools::default();
+        let pool = pools.get("127.0.0.1", port, 1000);
+
+        workers::set_current(0);
+        let conn = pool.connect().await.unwrap();
+        pool.put(conn);
+        workers::set_current(2);
+        assert!(
+            pool.take_idle().is_none(),
+            "worker 0's connection is not worker 2's"
+        );
+        let conn = pool.connect().await.unwrap();
+        assert_eq!(conn.worker, 2);
+        pool.put(conn);
+
+        workers::set_current(0);
+        assert_eq!(pool.take_idle().map(|c| c.worker), Some(0));
+        assert!(pool.take_idle().is_none(), "the one left is worker 2's");
+        workers::set_current(2);
+        assert_eq!(pool.take_idle().map(|c| c.worker), Some(2));
+        workers::set_current(0);
+        keeper.abort();
     }
 }

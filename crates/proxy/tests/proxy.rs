@@ -292,6 +292,91 @@ async fn routes_to_the_service_with_forwarding_headers() {
     assert!(headers["via"].to_str().unwrap().contains("gatehouse/"));
 }
 
+/// An upstream that records every request head it receives and answers `200 ok`, closing.
+async fn recording_upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = tcp_upstream(move |mut stream| {
+        let tx = tx.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = stream.write_all(reply).await;
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+/// The values of `name` in a raw head, in order.
+fn fields<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+#[tokio::test]
+async fn forwarding_headers_replace_the_clients_own() {
+    let env = Env::new().await;
+    let (upstream, mut heads) = recording_upstream().await;
+    env.upstream_route(upstream, "/fwd", json!({})).await;
+    let request = b"GET /fwd/a%0d%0aInjected:%20yes?q=1 HTTP/1.1\r\nHost: example.com:8443\r\n\
+        X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nX-Forwarded-Proto: https\r\n\
+        X-Forwarded-Host: evil\r\nX-Forwarded-Port: 1\r\nX-Forwarded-Path: /evil\r\n\
+        X-Forwarded-Prefix: /evil\r\nX-Real-IP: 6.6.6.6\r\nVia: 1.0 corp-proxy\r\n\
+        X-Gatehouse-Request-Id: forged\r\nX-Custom: kept\r\nConnection: close\r\n\r\n";
+    let (head, body) = {
+        let raw = raw_exchange(env.proxy, request, "", b"").await;
+        let (head, body) = split_head(&raw);
+        (head, body.to_vec())
+    };
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    let sent = heads.recv().await.unwrap();
+    let one = |name: &str| {
+        let v = fields(&sent, name);
+        assert_eq!(v.len(), 1, "{name} exactly once in:\n{sent}");
+        v[0].to_owned()
+    };
+    // Percent-encoded CR LF stay encoded (normalised to upper case), never raw.
+    assert!(
+        sent.starts_with("GET /a%0D%0AInjected:%20yes?q=1 HTTP/1.1\r\n"),
+        "{sent}"
+    );
+    assert_eq!(one("host"), upstream.to_string());
+    assert_eq!(one("x-forwarded-for"), "10.0.0.1, 10.0.0.2, 127.0.0.1");
+    assert_eq!(one("x-forwarded-proto"), "http");
+    assert_eq!(one("x-forwarded-host"), "example.com");
+    assert_eq!(one("x-forwarded-port"), env.proxy.port().to_string());
+    assert_eq!(one("x-forwarded-path"), "/fwd/a%0d%0aInjected:%20yes");
+    // The stripped prefix is the route's path, whatever the client claimed.
+    assert_eq!(one("x-forwarded-prefix"), "/fwd");
+    assert_eq!(one("x-real-ip"), "127.0.0.1");
+    assert_eq!(
+        one("via"),
+        format!(
+            "1.0 corp-proxy, 1.1 gatehouse/{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let id = one("x-gatehouse-request-id");
+    assert_eq!(id.len(), 32, "{id}");
+    assert_ne!(id, "forged");
+    assert_eq!(one("x-custom"), "kept");
+    assert!(fields(&sent, "injected").is_empty(), "{sent}");
+    assert!(fields(&sent, "connection").is_empty(), "hop-by-hop: {sent}");
+}
+
 #[tokio::test]
 async fn gateway_errors_follow_kong() {
     let env = Env::new().await;

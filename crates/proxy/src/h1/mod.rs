@@ -241,6 +241,32 @@ pub fn single_content_length(headers: &mut HeaderMap) -> Result<Option<u64>, Hea
     Ok(n)
 }
 
+/// Reads what the socket has into `buf` without waiting (`WouldBlock` when nothing is there).
+///
+/// A read that did not fill the room in `buf` emptied the socket, so the reactor's readiness
+/// is cleared with it (tokio's `AsyncRead` does the same): the next read waits for the socket
+/// to become readable again instead of making a system call only to learn `EAGAIN`. That
+/// call was one in two requests on a keep-alive connection.
+pub fn try_read_some(stream: &tokio::net::TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let mut read = None;
+    let result = stream.try_io(tokio::io::Interest::READABLE, || {
+        let room = buf.capacity() - buf.len();
+        let n = stream.try_read_buf(buf)?;
+        read = Some(n);
+        if n > 0 && n < room {
+            // Reported as WouldBlock only so that try_io clears the readiness it saw; the
+            // bytes are in `buf` and counted below.
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match read {
+        Some(n) => Ok(n),
+        None => result,
+    }
+}
+
 /// Makes room for the next read into `buf`: at least 1 KiB free, growing by `chunk` when less.
 pub fn reserve_read(buf: &mut BytesMut, chunk: usize) {
     if buf.capacity() - buf.len() < 1024 {
@@ -251,11 +277,25 @@ pub fn reserve_read(buf: &mut BytesMut, chunk: usize) {
 /// Appends `name: value\r\n` for every header.
 pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
+}
+
+/// Appends one header field, `name: value\r\n`; the caller vouches for both (a
+/// [`HeaderName`] and a [`HeaderValue`], or checked with [`is_field_value`]).
+pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `value` may be sent as a field value as it is: no control character but tab
+/// (what [`HeaderValue`] accepts), so nothing in it can end the field or the head.
+pub fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// Appends a request line in origin form: `METHOD path[?query] HTTP/1.1\r\n`.
