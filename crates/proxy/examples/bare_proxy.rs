@@ -39,10 +39,15 @@ async fn forward(pool: Arc<HostPool>, req: Request<Incoming>) -> Response<ProxyB
         body: RequestBody::Empty,
         method: &parts.method,
         read_timeout: Duration::from_secs(60),
+        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
     };
-    match pool.send(request).await {
-        Ok(resp) => resp.map(BodyExt::boxed_unsync),
-        Err(_) => {
+    match pool
+        .send(request)
+        .await
+        .map(|r| (r.head.into_parts(), r.body))
+    {
+        Ok((Ok(parts), body)) => Response::from_parts(parts, body.boxed_unsync()),
+        _ => {
             let mut resp = Response::new(gatehouse_proxy::empty_body());
             *resp.status_mut() = StatusCode::BAD_GATEWAY;
             resp

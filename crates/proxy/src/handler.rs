@@ -35,13 +35,13 @@ pub(crate) fn next_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let prefix = *PREFIX.get_or_init(rand::random);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = String::with_capacity(32);
-    for word in [prefix, n] {
-        for shift in (0..16).rev() {
-            id.push(char::from(HEX[((word >> (shift * 4)) & 0xf) as usize]));
+    let mut id = [0u8; 32];
+    for (digits, word) in id.chunks_exact_mut(16).zip([prefix, n]) {
+        for (i, digit) in digits.iter_mut().enumerate() {
+            *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
         }
     }
-    id
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// What the server knows about the connection a request came in on, with the header values
@@ -72,8 +72,44 @@ impl ConnInfo {
     }
 }
 
+/// What [`handle`] answers with.
+pub enum Reply {
+    /// A response whose head is held as `http` parts: the gateway's and the plugins' own
+    /// answers, and upstream responses that a plugin's `response_headers` phase sees or that
+    /// need more than fields left out ([`crate::h1::ResponseHead::forwardable`]).
+    Parts(Response<ProxyBody>),
+    /// An upstream response whose header fields go to the client as they arrived, less this
+    /// hop's own, followed by the gateway's.
+    Forward(Forward),
+}
+
+/// An upstream response forwarded with its head as received, and the fields the gateway adds
+/// to it (`Via`, `Server` when the upstream sent none, the latency headers, the request id).
+pub struct Forward {
+    /// The upstream's head.
+    pub head: crate::h1::ResponseHead,
+    /// The upstream's body.
+    pub body: ProxyBody,
+    /// `X-Gatehouse-Upstream-Latency`, milliseconds.
+    pub upstream_latency: u64,
+    /// `X-Gatehouse-Proxy-Latency`, milliseconds.
+    pub proxy_latency: u64,
+    /// `X-Gatehouse-Request-Id`.
+    pub request_id: HeaderValue,
+}
+
+impl Reply {
+    /// The status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Parts(resp) => resp.status(),
+            Self::Forward(f) => f.head.status,
+        }
+    }
+}
+
 /// Handles one request.
-pub async fn handle(gw: &Gateway, req: Request<ProxyBody>, conn: &ConnInfo) -> Response<ProxyBody> {
+pub async fn handle(gw: &Gateway, req: Request<ProxyBody>, conn: &ConnInfo) -> Reply {
     let snapshot = gw.snapshot();
     let mut ctx = RequestCtx::new(snapshot, next_request_id(), conn.peer);
     let request_id =
@@ -82,28 +118,34 @@ pub async fn handle(gw: &Gateway, req: Request<ProxyBody>, conn: &ConnInfo) -> R
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
     let result = proxy(&mut ctx, parts, body, conn, &request_id, &mut executed).await;
-    let mut resp = match result {
-        Ok(resp) => resp,
+    let mut reply = match result {
+        Ok(reply) => reply,
         Err(e) => {
             let mut resp = e.response(&ctx.request_id, accept.as_ref());
             resp.headers_mut()
                 .insert(X_RESPONSE_LATENCY.clone(), millis_since(ctx.started));
-            resp
+            Reply::Parts(resp)
         }
     };
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    let status = resp.status();
-    if !executed.is_empty() {
-        let (mut parts, body) = resp.into_parts();
-        for inst in &executed {
-            inst.plugin.response_headers(&mut ctx, &mut parts);
+    match &mut reply {
+        Reply::Forward(forward) => forward.request_id = request_id,
+        Reply::Parts(resp) => {
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+            if !executed.is_empty() {
+                let taken = std::mem::replace(resp, Response::new(crate::empty_body()));
+                let (mut parts, body) = taken.into_parts();
+                for inst in &executed {
+                    inst.plugin.response_headers(&mut ctx, &mut parts);
+                }
+                *resp = Response::from_parts(parts, body);
+            }
         }
-        for inst in &executed {
-            inst.plugin.log(&ctx, status);
-        }
-        resp = Response::from_parts(parts, body);
     }
-    resp
+    let status = reply.status();
+    for inst in &executed {
+        inst.plugin.log(&ctx, status);
+    }
+    reply
 }
 
 async fn proxy(
@@ -113,7 +155,7 @@ async fn proxy(
     conn: &ConnInfo,
     request_id: &HeaderValue,
     executed: &mut Vec<Arc<PluginInstance>>,
-) -> Result<Response<ProxyBody>, GatewayError> {
+) -> Result<Reply, GatewayError> {
     // The head's size was bounded by the listener (server::MAX_HEADER_BYTES, 431).
     // Hop-by-hop headers, including those the client names in `Connection`, go before any
     // plugin runs: otherwise `Connection: X-Anonymous-Consumer` would strip a header a plugin
@@ -148,7 +190,7 @@ async fn proxy(
             host.as_deref(),
             &parts.uri,
         ) {
-            Some(resp) => Ok(resp),
+            Some(resp) => Ok(Reply::Parts(resp)),
             None => Err(GatewayError::HttpsRequired),
         };
     }
@@ -184,7 +226,7 @@ async fn proxy(
                 h.entry(header::SERVER)
                     .or_insert(HeaderValue::from_static(SERVER_TOKEN));
                 h.insert(X_RESPONSE_LATENCY.clone(), millis_since(ctx.started));
-                return Ok(resp);
+                return Ok(Reply::Parts(resp));
             }
             Err(e) => {
                 tracing::error!(plugin = inst.name, request_id = %ctx.request_id, error = %e, "plugin failed");
@@ -253,18 +295,29 @@ async fn proxy(
     let mut last_failure = GatewayError::BadGateway;
     let mut upstream_resp = None;
     for attempt in 0..attempts {
+        let started = if attempt == 0 {
+            sent_at
+        } else {
+            Instant::now()
+        };
         let request = UpstreamRequest {
             head: &head,
             body: body.take().unwrap_or(RequestBody::Empty),
             method,
             read_timeout,
+            deadline: tokio::time::Instant::from_std(started) + header_timeout,
         };
-        match tokio::time::timeout(header_timeout, service.pool.send(request)).await {
-            Ok(Ok(resp)) => {
+        match service.pool.send(request).await {
+            Ok(resp) => {
                 upstream_resp = Some(resp);
                 break;
             }
-            Ok(Err(e)) => {
+            Err(UpstreamError::TimedOut) => {
+                tracing::warn!(request_id = %ctx.request_id, service = %svc.id, "upstream timed out");
+                last_failure = GatewayError::Timeout;
+                break;
+            }
+            Err(e) => {
                 tracing::warn!(request_id = %ctx.request_id, service = %svc.id, attempt, error = %e, "upstream request failed");
                 let retry = e.is_retryable();
                 last_failure = match e {
@@ -279,11 +332,6 @@ async fn proxy(
                     break;
                 }
             }
-            Err(_) => {
-                tracing::warn!(request_id = %ctx.request_id, service = %svc.id, "upstream timed out");
-                last_failure = GatewayError::Timeout;
-                break;
-            }
         }
     }
     let Some(resp) = upstream_resp else {
@@ -292,7 +340,23 @@ async fn proxy(
     let upstream_latency = sent_at.elapsed();
     let proxy_latency = sent_at.duration_since(ctx.started);
 
-    let (mut parts, body) = resp.into_parts();
+    let body = resp.body.boxed_unsync();
+    let rewritten = executed
+        .iter()
+        .any(|inst| inst.plugin.rewrites_response_headers());
+    if resp.head.forwardable() && !rewritten {
+        return Ok(Reply::Forward(Forward {
+            head: resp.head,
+            body,
+            upstream_latency: whole_millis(upstream_latency),
+            proxy_latency: whole_millis(proxy_latency),
+            request_id: HeaderValue::from_static(""),
+        }));
+    }
+    let mut parts = resp.head.into_parts().map_err(|e| {
+        tracing::warn!(request_id = %ctx.request_id, service = %svc.id, error = %e, "upstream response head refused");
+        GatewayError::BadGateway
+    })?;
     strip_hop_by_hop(&mut parts.headers);
     let h = &mut parts.headers;
     append_via(h, parts.version);
@@ -300,7 +364,7 @@ async fn proxy(
         .or_insert(HeaderValue::from_static(SERVER_TOKEN));
     h.insert(X_UPSTREAM_LATENCY.clone(), millis(upstream_latency));
     h.insert(X_PROXY_LATENCY.clone(), millis(proxy_latency));
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    Ok(Reply::Parts(Response::from_parts(parts, body)))
 }
 
 /// The request body as it goes upstream, with the framing header that says how it is
@@ -330,7 +394,11 @@ fn upstream_body(headers: &mut HeaderMap, body: ProxyBody) -> Result<RequestBody
 
 /// Whole milliseconds as a header value (Kong's latency headers).
 fn millis(d: Duration) -> HeaderValue {
-    HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    HeaderValue::from(whole_millis(d))
+}
+
+fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn millis_since(start: Instant) -> HeaderValue {
@@ -390,25 +458,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_via(headers: &mut HeaderMap, version: http::Version) {
-    if !headers.contains_key(header::VIA) {
-        let ours = match version {
-            http::Version::HTTP_10 => concat!("1.0 gatehouse/", env!("CARGO_PKG_VERSION")),
-            http::Version::HTTP_2 => concat!("2 gatehouse/", env!("CARGO_PKG_VERSION")),
-            _ => concat!("1.1 gatehouse/", env!("CARGO_PKG_VERSION")),
-        };
-        headers.insert(header::VIA, HeaderValue::from_static(ours));
-        return;
+/// Our `Via` element for a response received in `version`.
+pub(crate) fn via_element(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_10 => concat!("1.0 gatehouse/", env!("CARGO_PKG_VERSION")),
+        http::Version::HTTP_2 => concat!("2 gatehouse/", env!("CARGO_PKG_VERSION")),
+        _ => concat!("1.1 gatehouse/", env!("CARGO_PKG_VERSION")),
     }
-    let proto = match version {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        _ => "1.1",
-    };
-    let ours = format!("{proto} {VIA_TOKEN}");
+}
+
+fn append_via(headers: &mut HeaderMap, version: http::Version) {
+    let ours = via_element(version);
     let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(existing) => format!("{existing}, {ours}"),
-        None => ours,
+        None => {
+            headers.insert(header::VIA, HeaderValue::from_static(ours));
+            return;
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(header::VIA, v);

@@ -48,8 +48,18 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Runs when the upstream's response headers arrive (or a plugin's own response is about to
     /// be sent), before they go to the client. Default: nothing.
+    ///
+    /// An upstream response reaches this phase only when [`Plugin::rewrites_response_headers`]
+    /// says so: otherwise its head is forwarded as received, never parsed into a map.
     fn response_headers(&self, ctx: &mut RequestCtx, resp: &mut http::response::Parts) {
         let _ = (ctx, resp);
+    }
+
+    /// Whether [`Plugin::response_headers`] is to see upstream responses. A plugin that
+    /// implements that phase returns `true`; the proxy then hands every upstream response of
+    /// a request this plugin ran for to the phase as `http` parts. Default: `false`.
+    fn rewrites_response_headers(&self) -> bool {
+        false
     }
 
     /// Runs once per request after the response was produced, whatever happened. Default:

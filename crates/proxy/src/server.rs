@@ -8,12 +8,13 @@
 //! carries ([`ClientBody`]), so it streams upstream at the client's pace; the connection goes
 //! on to the next request only once that body was read to its end (otherwise it closes).
 
-use crate::ProxyBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
 use crate::h1::{self, HeadError};
-use crate::handler::{ConnInfo, handle, next_request_id};
+use crate::handler::via_element;
+use crate::handler::{ConnInfo, Forward, Reply, handle, next_request_id};
+use crate::{ProxyBody, SERVER_TOKEN};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
@@ -124,8 +125,14 @@ impl Connection {
                 Wait::Refuse(e) => {
                     let resp = e.response(&next_request_id(), None);
                     let version = Version::HTTP_11;
-                    let written =
-                        write_response(&self.stream, &mut out, resp, version, false, false);
+                    let written = write_response(
+                        &self.stream,
+                        &mut out,
+                        Reply::Parts(resp),
+                        version,
+                        false,
+                        false,
+                    );
                     if written.await.is_ok() {
                         linger_close(&self.stream).await;
                     }
@@ -201,7 +208,15 @@ impl Connection {
             Ok(f) => f,
             Err(e) => {
                 let resp = e.response(&next_request_id(), parts.headers.get(header::ACCEPT));
-                write_response(&self.stream, out, resp, version, method_head, false).await?;
+                write_response(
+                    &self.stream,
+                    out,
+                    Reply::Parts(resp),
+                    version,
+                    method_head,
+                    false,
+                )
+                .await?;
                 return Ok(false);
             }
         };
@@ -332,50 +347,26 @@ enum OutFraming {
 async fn write_response(
     stream: &TcpStream,
     out: &mut Vec<u8>,
-    resp: http::Response<ProxyBody>,
+    reply: Reply,
     version: Version,
     method_head: bool,
     mut keep_alive: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
     out.clear();
-    h1::write_status_line(out, status);
-    let bodiless = method_head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let mut headers = parts.headers;
-    let declared = match h1::content_length(&headers) {
-        Ok(n) => n,
-        Err(_) => {
-            headers.remove(header::CONTENT_LENGTH);
-            None
+    let (mut framing, mut body) = match reply {
+        Reply::Parts(resp) => {
+            let (parts, body) = resp.into_parts();
+            let framing = write_parts_head(out, parts, &body, version, method_head);
+            (framing, body)
+        }
+        Reply::Forward(forward) => {
+            let framing = write_forward_head(out, &forward, version, method_head);
+            (framing, forward.body)
         }
     };
-    headers.remove(header::TRANSFER_ENCODING);
-    let mut framing = if bodiless {
-        OutFraming::None
-    } else if let Some(n) = declared {
-        OutFraming::Length(n)
-    } else if let Some(n) = body.size_hint().exact() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        OutFraming::Length(n)
-    } else if version == Version::HTTP_11 {
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        OutFraming::Chunked
-    } else {
-        // HTTP/1.0 has no chunked coding: the body ends when the connection does.
+    if let OutFraming::Close = framing {
         keep_alive = false;
-        OutFraming::Close
-    };
-    if !headers.contains_key(header::DATE) {
-        headers.insert(header::DATE, date());
     }
-    h1::write_headers(out, &headers);
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     } else if version == Version::HTTP_10 {
@@ -449,6 +440,136 @@ async fn write_response(
     Ok(keep_alive)
 }
 
+/// Whether a response to this request, with this status, has no body on the wire.
+fn is_bodiless(status: StatusCode, method_head: bool) -> bool {
+    method_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// How the body goes to the client: the length the head declares, else the body's exact size,
+/// else chunked (HTTP/1.1) or until close (HTTP/1.0, which has no chunked coding).
+fn out_framing(
+    bodiless: bool,
+    declared: Option<u64>,
+    body: &ProxyBody,
+    version: Version,
+) -> OutFraming {
+    if bodiless {
+        OutFraming::None
+    } else if let Some(n) = declared.or_else(|| body.size_hint().exact()) {
+        OutFraming::Length(n)
+    } else if version == Version::HTTP_11 {
+        OutFraming::Chunked
+    } else {
+        OutFraming::Close
+    }
+}
+
+/// Writes the status line and the fields of a response held as parts; the framing header is
+/// made to match how the body goes out.
+fn write_parts_head(
+    out: &mut Vec<u8>,
+    parts: http::response::Parts,
+    body: &ProxyBody,
+    version: Version,
+    method_head: bool,
+) -> OutFraming {
+    h1::write_status_line(out, parts.status);
+    let mut headers = parts.headers;
+    let declared = match h1::content_length(&headers) {
+        Ok(n) => n,
+        Err(_) => {
+            headers.remove(header::CONTENT_LENGTH);
+            None
+        }
+    };
+    headers.remove(header::TRANSFER_ENCODING);
+    let framing = out_framing(
+        is_bodiless(parts.status, method_head),
+        declared,
+        body,
+        version,
+    );
+    if declared.is_none() {
+        match framing {
+            OutFraming::Length(n) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            OutFraming::Chunked => {
+                headers.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+            OutFraming::None | OutFraming::Close => {}
+        }
+    }
+    if !headers.contains_key(header::DATE) {
+        headers.insert(header::DATE, date());
+    }
+    h1::write_headers(out, &headers);
+    framing
+}
+
+/// Writes the status line and the fields of a forwarded upstream response: the upstream's
+/// own (less the hop-by-hop and framing ones), the gateway's, then the framing header.
+fn write_forward_head(
+    out: &mut Vec<u8>,
+    forward: &Forward,
+    version: Version,
+    method_head: bool,
+) -> OutFraming {
+    let head = &forward.head;
+    h1::write_status_line(out, head.status);
+    for (name, value) in head.forwarded_fields() {
+        h1::write_field(out, name, value);
+    }
+    h1::write_field(out, b"via", via_element(head.version).as_bytes());
+    if !head.has_server() {
+        h1::write_field(out, b"server", SERVER_TOKEN.as_bytes());
+    }
+    write_number_field(
+        out,
+        b"x-gatehouse-upstream-latency",
+        forward.upstream_latency,
+    );
+    write_number_field(out, b"x-gatehouse-proxy-latency", forward.proxy_latency);
+    h1::write_field(
+        out,
+        b"x-gatehouse-request-id",
+        forward.request_id.as_bytes(),
+    );
+    if !head.has_date() {
+        with_date(|date| h1::write_field(out, b"date", date.as_bytes()));
+    }
+    // An invalid Content-Length was refused with the response (502); one that is valid is
+    // sent as the plain number, also for bodiless answers (HEAD: the GET's length).
+    let declared = head.content_length().ok().flatten();
+    let framing = out_framing(
+        is_bodiless(head.status, method_head),
+        declared,
+        &forward.body,
+        version,
+    );
+    match (declared, &framing) {
+        (Some(n), _) | (None, &OutFraming::Length(n)) => {
+            write_number_field(out, b"content-length", n);
+        }
+        (None, OutFraming::Chunked) => {
+            h1::write_field(out, b"transfer-encoding", b"chunked");
+        }
+        (None, _) => {}
+    }
+    framing
+}
+
+fn write_number_field(out: &mut Vec<u8>, name: &[u8], n: u64) {
+    let mut digits = itoa::Buffer::new();
+    h1::write_field(out, name, digits.format(n).as_bytes());
+}
+
 /// Appends `data` (with its chunk framing when `chunk` is set) to `out` and writes it all.
 async fn push_data(
     stream: &TcpStream,
@@ -489,6 +610,11 @@ async fn poll_once(body: &mut ProxyBody) -> Option<FrameResult> {
 
 /// `Date`, formatted once a second.
 fn date() -> HeaderValue {
+    with_date(HeaderValue::clone)
+}
+
+/// Calls `f` with the current `Date` value, formatted once a second per thread.
+fn with_date<R>(f: impl FnOnce(&HeaderValue) -> R) -> R {
     thread_local! {
         static CACHE: std::cell::RefCell<(u64, HeaderValue)> =
             const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
@@ -504,7 +630,7 @@ fn date() -> HeaderValue {
             cache.1 = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
             cache.0 = secs;
         }
-        cache.1.clone()
+        f(&cache.1)
     })
 }
 

@@ -13,11 +13,10 @@
 
 use crate::ProxyBody;
 use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
-use crate::h1::{self, HeadError};
+use crate::h1::{self, HeadError, ResponseHead};
 use crate::workers;
 use bytes::{Bytes, BytesMut};
-use http::header;
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
@@ -106,6 +105,8 @@ struct Conn {
     buf: BytesMut,
     /// The proxy worker whose reactor the socket is registered with ([`workers::current`]).
     worker: u32,
+    /// The connection's timer for response deadlines ([`within`]), made on first use.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 struct IdleConn {
@@ -130,6 +131,9 @@ pub enum UpstreamError {
     /// Connected, then the exchange failed (reset, garbage, closed early, body error).
     #[error("upstream exchange failed: {0}")]
     Exchange(#[from] ExchangeError),
+    /// No complete response head before the deadline.
+    #[error("the upstream did not answer in time")]
+    TimedOut,
 }
 
 impl UpstreamError {
@@ -184,6 +188,18 @@ pub struct UpstreamRequest<'a> {
     pub method: &'a Method,
     /// The wait allowed between two reads of the response body.
     pub read_timeout: Duration,
+    /// When sending the request and receiving the response head must be done by (connecting
+    /// is bounded by the pool's connect timeout on its own).
+    pub deadline: tokio::time::Instant,
+}
+
+/// An upstream response: its head as received, its body streaming from the connection.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    /// The head, its fields in the bytes they arrived in.
+    pub head: ResponseHead,
+    /// The body, which holds the connection until it has been read to its end.
+    pub body: UpstreamBody,
 }
 
 /// A failed attempt on one connection, before a response was received.
@@ -202,12 +218,13 @@ impl HostPool {
     pub async fn send(
         self: &Arc<Self>,
         req: UpstreamRequest<'_>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let UpstreamRequest {
             head,
             mut body,
             method,
             read_timeout,
+            deadline,
         } = req;
         let head_method = *method == Method::HEAD;
         // A reused connection the upstream closed just as the request went out: sent once more
@@ -218,11 +235,22 @@ impl HostPool {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            match exchange(&mut conn, head, &mut body, head_method).await {
-                Ok((parts, framing, reusable)) => {
+            let mut timer = conn.timer.take();
+            let exchanged = within(
+                &mut timer,
+                deadline,
+                exchange(&mut conn, head, &mut body, head_method),
+            )
+            .await;
+            conn.timer = timer;
+            let Some(exchanged) = exchanged else {
+                return Err(UpstreamError::TimedOut);
+            };
+            match exchanged {
+                Ok((head, framing, reusable)) => {
                     let body =
                         UpstreamBody::new(self.clone(), conn, framing, reusable, read_timeout);
-                    return Ok(Response::from_parts(parts, body));
+                    return Ok(UpstreamResponse { head, body });
                 }
                 Err(Attempt::NoResponse(_)) if reused && may_resend => may_resend = false,
                 Err(Attempt::NoResponse(e)) if reused => return Err(UpstreamError::Stale(e)),
@@ -303,6 +331,7 @@ impl HostPool {
             stream,
             buf: BytesMut::with_capacity(READ_BUF),
             worker: workers::current(),
+            timer: None,
         })
     }
 }
@@ -311,6 +340,38 @@ impl HostPool {
 /// anything unasked. Costs a syscall only when the reactor saw the socket become readable
 /// since the last read (a read that did not fill the buffer clears that readiness, so after a
 /// normal response this is free).
+/// Runs `fut` until `deadline` (`None` when the deadline came first) on the connection's
+/// `timer`. The timer stays registered from one exchange to the next and is moved only when
+/// it fires before the deadline of the exchange waiting on it, so an exchange that ends in
+/// time registers no timer of its own.
+async fn within<F: std::future::Future>(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: tokio::time::Instant,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        loop {
+            match sleep.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if tokio::time::Instant::now() >= deadline => {
+                    return Poll::Ready(None);
+                }
+                // An earlier exchange's deadline: this one's is later.
+                Poll::Ready(()) => sleep.as_mut().reset(deadline),
+            }
+        }
+    })
+    .await
+}
+
 fn still_open(conn: &Conn) -> bool {
     let mut probe = [0u8; 1];
     matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -322,7 +383,7 @@ async fn exchange(
     head: &[u8],
     body: &mut RequestBody,
     head_method: bool,
-) -> Result<(http::response::Parts, Framing, bool), Attempt> {
+) -> Result<(ResponseHead, Framing, bool), Attempt> {
     let written = match std::mem::replace(body, RequestBody::Empty) {
         RequestBody::Empty => conn
             .stream
@@ -339,7 +400,7 @@ async fn exchange(
         // and the connection, with part of a request on it, is not used again.
         Ok(Sent::Cut) => read_head(conn, head_method)
             .await
-            .map(|(parts, framing, _)| (parts, framing, false)),
+            .map(|(head, framing, _)| (head, framing, false)),
         // The client's body failed: the upstream would wait for the rest forever.
         Err(e @ Attempt::Failed(ExchangeError::RequestBody(_) | ExchangeError::BodyLength)) => {
             Err(e)
@@ -348,7 +409,7 @@ async fn exchange(
         // is the better outcome. Otherwise the write failure is what went wrong.
         Err(write) => read_head(conn, head_method)
             .await
-            .map(|(parts, framing, _)| (parts, framing, false))
+            .map(|(head, framing, _)| (head, framing, false))
             .map_err(|_| write),
     }
 }
@@ -433,29 +494,28 @@ async fn write_watching(conn: &mut Conn, mut data: &[u8]) -> Result<Sent, Attemp
     Ok(Sent::Whole)
 }
 
-/// Reads and parses the response head (skipping interim 1xx responses): the parts, how the
+/// Reads and parses the response head (skipping interim 1xx responses): the head, how the
 /// body is framed, and whether the connection may carry another request afterwards.
 async fn read_head(
     conn: &mut Conn,
     head_method: bool,
-) -> Result<(http::response::Parts, Framing, bool), Attempt> {
+) -> Result<(ResponseHead, Framing, bool), Attempt> {
     let mut received = false;
     loop {
         if !conn.buf.is_empty() {
             received = true;
             match h1::parse_response(&mut conn.buf, MAX_RESPONSE_HEAD) {
-                Ok(Some(mut parts)) => {
-                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                Ok(Some(head)) => {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(Attempt::Failed(ExchangeError::Upgrade));
                     }
-                    if parts.status.is_informational() {
+                    if head.status.is_informational() {
                         continue;
                     }
-                    let framing = response_framing(&mut parts, head_method)
+                    let framing = response_framing(&head, head_method)
                         .map_err(|e| Attempt::Failed(e.into()))?;
-                    let reusable = !matches!(framing, Framing::Close)
-                        && h1::keeps_alive(parts.version, &parts.headers);
-                    return Ok((parts, framing, reusable));
+                    let reusable = !matches!(framing, Framing::Close) && head.keeps_alive();
+                    return Ok((head, framing, reusable));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(Attempt::Failed(e.into())),
@@ -477,30 +537,21 @@ async fn read_head(
     }
 }
 
-/// How the response body is delimited (RFC 9112 §6.3). Framing headers that the proxy
-/// re-creates on its side (`Transfer-Encoding`, and `Content-Length` next to it) are removed.
-fn response_framing(
-    parts: &mut http::response::Parts,
-    head_method: bool,
-) -> Result<Framing, HeadError> {
-    let status = parts.status;
+/// How the response body is delimited (RFC 9112 §6.3): `Transfer-Encoding` wins over
+/// `Content-Length`; a coding other than chunked, or neither field, runs until close.
+fn response_framing(head: &ResponseHead, head_method: bool) -> Result<Framing, HeadError> {
+    let status = head.status;
     if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = h1::is_chunked(&parts.headers);
-        parts.headers.remove(header::TRANSFER_ENCODING);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Ok(if chunked {
-            Framing::Chunked(ChunkedDecoder::new())
-        } else {
-            Framing::Close
-        });
-    }
-    match h1::single_content_length(&mut parts.headers)? {
-        Some(len) => Ok(Framing::Length(len)),
-        None => Ok(Framing::Close),
-    }
+    Ok(match head.transfer_coding_chunked() {
+        Some(true) => Framing::Chunked(ChunkedDecoder::new()),
+        Some(false) => Framing::Close,
+        None => match head.content_length()? {
+            Some(len) => Framing::Length(len),
+            None => Framing::Close,
+        },
+    })
 }
 
 /// Reads more bytes into the connection's buffer: `Ok(0)` at end of stream. (Through

@@ -112,10 +112,51 @@ impl PluginFactory for HeaderAuth {
     }
 }
 
+/// A test plugin with a response phase: adds `X-Response-Marker: <config.value>:<n>` to the
+/// response, `n` being how many `X-Mixed-Case` fields the upstream sent.
+struct ResponseMarker;
+
+struct ResponseMarkerPlugin(String);
+
+#[async_trait]
+impl Plugin for ResponseMarkerPlugin {
+    fn response_headers(&self, _: &mut RequestCtx, resp: &mut http::response::Parts) {
+        let seen = resp.headers.get_all("x-mixed-case").iter().count();
+        let value = format!("{}:{seen}", self.0);
+        resp.headers
+            .insert("x-response-marker", value.parse().unwrap());
+    }
+
+    fn rewrites_response_headers(&self) -> bool {
+        true
+    }
+}
+
+impl PluginFactory for ResponseMarker {
+    fn name(&self) -> &'static str {
+        "response-marker"
+    }
+    fn priority(&self) -> i32 {
+        5
+    }
+    fn validate(&self, config: Value) -> Result<Value, FieldErrors> {
+        Marker.validate(config)
+    }
+    fn schema(&self) -> Value {
+        json!({"fields": []})
+    }
+    fn build(&self, config: &Value) -> Result<Arc<dyn Plugin>, PluginError> {
+        Ok(Arc::new(ResponseMarkerPlugin(
+            config["value"].as_str().unwrap_or("").to_owned(),
+        )))
+    }
+}
+
 fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
     r.register(Arc::new(Marker));
     r.register(Arc::new(HeaderAuth));
+    r.register(Arc::new(ResponseMarker));
     Arc::new(r)
 }
 
@@ -766,6 +807,105 @@ async fn broken_upstreams_give_502_never_a_hang() {
     let resp = env.client.get(env.url("/truncated")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err());
+}
+
+/// The header fields of a raw response head, as `(name, value)` in order and as spelled.
+fn head_fields(head: &str) -> Vec<(&str, &str)> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(": "))
+        .collect()
+}
+
+#[tokio::test]
+async fn upstream_response_heads_are_forwarded_as_received() {
+    let env = Env::new().await;
+    let version = env!("CARGO_PKG_VERSION");
+    let request = b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    // The upstream's fields in its order and spelling, less hop-by-hop and framing ones; its
+    // Server stays; the gateway's fields follow.
+    let plain = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nServer: up/1\r\nX-Mixed-Case: A\r\nKeep-Alive: timeout=5\r\n\
+          Connection: keep-alive\r\nx-mixed-case: b\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    env.upstream_route(plain, "/plain", json!({})).await;
+    let raw = raw_exchange(env.proxy, request, "", b"").await;
+    let (head, body) = split_head(&raw);
+    assert_eq!(body, b"ok");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let fields = head_fields(&head);
+    let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names[..7],
+        [
+            "Server",
+            "X-Mixed-Case",
+            "x-mixed-case",
+            "via",
+            "x-gatehouse-upstream-latency",
+            "x-gatehouse-proxy-latency",
+            "x-gatehouse-request-id",
+        ],
+        "{head}"
+    );
+    assert_eq!(fields[0].1, "up/1");
+    assert_eq!(fields[3].1, format!("1.1 gatehouse/{version}"));
+    assert_eq!(fields[6].1.len(), 32);
+    let value = |name: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    assert_eq!(value("content-length"), ["2"]);
+    assert_eq!(value("connection"), ["close"], "ours, for this client");
+    assert!(value("keep-alive").is_empty(), "{head}");
+    assert_eq!(value("date").len(), 1, "a Date is added: {head}");
+
+    // `Connection` naming a field, and a `Via` to extend: read as a map, sent in lower case.
+    let named = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nVia: 1.0 cache\r\n\
+          X-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    env.upstream_route(named, "/named", json!({})).await;
+    let request = b"GET /named HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let raw = raw_exchange(env.proxy, request, "", b"").await;
+    let (head, body) = split_head(&raw);
+    assert_eq!(body, b"ok");
+    let fields = head_fields(&head);
+    let value = |name: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    assert!(value("x-secret").is_empty(), "{head}");
+    assert_eq!(value("x-kept"), ["yes"]);
+    assert_eq!(
+        value("via"),
+        [format!("1.0 cache, 1.1 gatehouse/{version}")]
+    );
+    assert_eq!(
+        value("server"),
+        [format!("gatehouse/{version}")],
+        "none upstream"
+    );
+
+    // A plugin with a response phase sees the upstream's fields as a map and changes them.
+    let s = env.service(json!({"url": format!("http://{plain}")})).await;
+    let r = env.route(json!({"paths": ["/rewritten"]}), Some(s)).await;
+    env.plugin(json!({"name": "response-marker", "config": {"value": "seen"}, "route": {"id": r}}))
+        .await;
+    let resp = env.client.get(env.url("/rewritten")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-response-marker"], "seen:2");
+    assert_eq!(resp.headers()["server"], "up/1");
+    assert_eq!(resp.text().await.unwrap(), "ok");
 }
 
 #[tokio::test]

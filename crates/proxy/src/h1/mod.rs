@@ -6,6 +6,9 @@
 //! values are slices of the buffer the head was read into, not copies.
 
 pub mod chunked;
+mod response;
+
+pub use response::ResponseHead;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,7 +20,7 @@ const INLINE_HEADERS: usize = 64;
 pub const MAX_HEADERS: usize = 512;
 
 /// Why a message head was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HeadError {
     /// Not an HTTP/1.x message head.
     #[error("{0}")]
@@ -118,12 +121,10 @@ fn complete_len(
     }
 }
 
-/// Parses a response head at the front of `buf`. `Ok(None)`: incomplete (and within `max`
-/// bytes so far). On success the head's bytes are taken off `buf`.
-pub fn parse_response(
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Option<http::response::Parts>, HeadError> {
+/// Parses a response head at the front of `buf`, its fields left in the bytes they came in.
+/// `Ok(None)`: incomplete (and within `max` bytes so far). On success the head's bytes are
+/// taken off `buf`.
+pub fn parse_response(buf: &mut BytesMut, max: usize) -> Result<Option<ResponseHead>, HeadError> {
     parse_head!(httparse::Response, buf, resp, status);
     let Some(len) = complete_len(status, buf.len(), max)? else {
         return Ok(None);
@@ -133,12 +134,7 @@ pub fn parse_response(
     let version = version(resp.version);
     let spans = spans(buf, resp.headers);
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, spans)?;
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = code;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some(parts))
+    Ok(Some(ResponseHead::new(code, version, head, spans)))
 }
 
 /// Parses a request head at the front of `buf`: method, URI (origin form as sent, or absolute
@@ -180,11 +176,7 @@ pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     let mut close = false;
     let mut keep_alive = false;
     for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
+        connection_options(value.as_bytes(), &mut close, &mut keep_alive);
     }
     if version == Version::HTTP_10 {
         keep_alive && !close
@@ -193,13 +185,36 @@ pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     }
 }
 
+/// Reads one `Connection` value: sets `close` and `keep_alive` when it has those options;
+/// `true` when it also names other fields (which are then hop-by-hop too).
+fn connection_options(value: &[u8], close: &mut bool, keep_alive: &mut bool) -> bool {
+    let mut names = false;
+    for token in value.split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            *close = true;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            *keep_alive = true;
+        } else if !token.is_empty() {
+            names = true;
+        }
+    }
+    names
+}
+
 /// Whether the last transfer coding is `chunked`.
 pub fn is_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|v| last_coding_is_chunked(v.as_bytes()))
+}
+
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
@@ -208,19 +223,27 @@ pub fn is_chunked(headers: &HeaderMap) -> bool {
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
     let mut found = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::ContentLength);
-            }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(HeadError::ContentLength);
-            }
-            found = Some(n);
-        }
+        found = Some(merge_content_length(found, value.as_bytes())?);
     }
     Ok(found)
+}
+
+/// The length one more `Content-Length` value declares, given the one found before it: the
+/// same number, or an error.
+fn merge_content_length(found: Option<u64>, value: &[u8]) -> Result<u64, HeadError> {
+    let mut found = found;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(HeadError::ContentLength);
+        }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return Err(HeadError::ContentLength);
+        }
+        found = Some(n);
+    }
+    found.ok_or(HeadError::ContentLength)
 }
 
 /// The `Content-Length` (as [`content_length`]), rewritten as one field holding the plain
@@ -335,7 +358,11 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok"[..],
         );
-        let parts = parse_response(&mut buf, 1024).unwrap().unwrap();
+        let parts = parse_response(&mut buf, 1024)
+            .unwrap()
+            .unwrap()
+            .into_parts()
+            .unwrap();
         assert_eq!(parts.status, 201);
         assert_eq!(parts.version, Version::HTTP_11);
         let a: Vec<_> = parts.headers.get_all("x-a").iter().collect();
