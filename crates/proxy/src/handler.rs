@@ -41,7 +41,7 @@ pub(crate) fn next_request_id() -> String {
             *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
         }
     }
-    String::from_utf8_lossy(&id).into_owned()
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 /// What the server knows about the connection a request came in on, with the header values

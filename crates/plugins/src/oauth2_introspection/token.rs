@@ -172,17 +172,21 @@ fn without_param(params: &[u8]) -> Vec<u8> {
 
 /// The token of an `Authorization: Bearer|Token <token>` header (exactly two parts).
 fn header_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    // Byte-wise: `to_str` admitted only visible ASCII and tabs, and a token is ~300 bytes that
-    // a char-by-char split would decode as UTF-8 for nothing.
-    let mut parts = value.split_ascii_whitespace();
-    let scheme = parts.next()?;
-    let token = parts.next()?;
-    if parts.next().is_some() {
+    // Byte-wise, with searches that take the ~300–800 bytes of a JWT a word at a time: a
+    // character-by-character split was 9 % of a cached request's instructions.
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes().trim_ascii();
+    let gap = value.iter().position(|b| *b == b' ' || *b == b'\t')?;
+    let (scheme, rest) = value.split_at(gap);
+    let token = rest.trim_ascii_start();
+    // One token after the scheme; only visible ASCII (a field value holds no other whitespace
+    // than spaces and tabs).
+    if token.contains(&b' ') || token.contains(&b'\t') || !token.is_ascii() {
         return None;
     }
-    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
-        .then(|| token.to_owned())
+    if !(scheme.eq_ignore_ascii_case(b"bearer") || scheme.eq_ignore_ascii_case(b"token")) {
+        return None;
+    }
+    std::str::from_utf8(token).ok().map(str::to_owned)
 }
 
 fn remove_query_param(req: &mut ProxyRequest) {
@@ -287,6 +291,16 @@ mod unit {
         assert_eq!(h("Token abc").as_deref(), Some("abc"));
         assert_eq!(h("Basic abc"), None);
         assert_eq!(h("Bearer a b"), None);
+        assert_eq!(h("Bearer a\tb"), None);
         assert_eq!(h("Bearer"), None);
+        assert_eq!(h("Bearer "), None);
+        assert_eq!(h(" \tBearer\t abc \t").as_deref(), Some("abc"));
+        assert_eq!(h("Bearerabc"), None);
+        let mut m = HeaderMap::new();
+        m.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer ab\xc3\xa9").unwrap(),
+        );
+        assert_eq!(header_token(&m), None, "visible ASCII only");
     }
 }
