@@ -233,7 +233,9 @@ impl HostPool {
         loop {
             let (mut conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting (name resolution included) is a large future that most
+                // requests never run, and it would otherwise make every request's future as big.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let mut timer = conn.timer.take();
             let exchanged = within(
@@ -391,8 +393,9 @@ async fn exchange(
             .await
             .map(|()| Sent::Whole)
             .map_err(Attempt::NoResponse),
-        RequestBody::Length(b, len) => write_body(conn, head, b, Some(len)).await,
-        RequestBody::Chunked(b) => write_body(conn, head, b, None).await,
+        // Boxed for the same reason: most requests have no body.
+        RequestBody::Length(b, len) => Box::pin(write_body(conn, head, b, Some(len))).await,
+        RequestBody::Chunked(b) => Box::pin(write_body(conn, head, b, None)).await,
     };
     match written {
         Ok(Sent::Whole) => read_head(conn, head_method).await,
