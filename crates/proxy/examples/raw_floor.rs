@@ -3,7 +3,7 @@
 //! routing, no header maps, no plugins, no timeouts, no error handling beyond closing the
 //! connection. Requests without a body only; responses must carry `Content-Length`.
 //!
-//! `bench/README.md` measures it beside nginx, `bare_proxy` and Gatehouse to show how much of
+//! `bench/README.md` measures it beside nginx and Gatehouse to show how much of
 //! the distance to nginx is the runtime and the kernel and how much is the gateway's own work:
 //!
 //! ```sh
