@@ -544,9 +544,10 @@ fn write_forward_head(
     if !head.has_date() {
         with_date(|date| h1::write_field(out, b"date", date.as_bytes()));
     }
-    // An invalid Content-Length was refused with the response (502); one that is valid is
-    // sent as the plain number, also for bodiless answers (HEAD: the GET's length).
-    let declared = head.content_length().ok().flatten();
+    // An invalid Content-Length was refused with the response (502) unless the answer has no
+    // body; one that is valid is sent as the plain number, also for bodiless answers (HEAD:
+    // the GET's length).
+    let declared = head.declared_length();
     let framing = out_framing(
         is_bodiless(head.status, method_head),
         declared,

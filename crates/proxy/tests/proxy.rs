@@ -896,6 +896,26 @@ async fn upstream_response_heads_are_forwarded_as_received() {
         "none upstream"
     );
 
+    // Transfer-Encoding next to Content-Length: the body is re-framed, the length not sent on.
+    let both = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 100\r\n\r\n\
+          2\r\nok\r\n0\r\n\r\n",
+    )
+    .await;
+    env.upstream_route(both, "/both", json!({})).await;
+    let request = b"GET /both HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let raw = raw_exchange(env.proxy, request, "", b"").await;
+    let (head, body) = split_head(&raw);
+    let fields = head_fields(&head);
+    assert!(
+        !fields
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length")),
+        "{head}"
+    );
+    assert!(fields.contains(&("transfer-encoding", "chunked")), "{head}");
+    assert_eq!(body, b"2\r\nok\r\n0\r\n\r\n");
+
     // A plugin with a response phase sees the upstream's fields as a map and changes them.
     let s = env.service(json!({"url": format!("http://{plain}")})).await;
     let r = env.route(json!({"paths": ["/rewritten"]}), Some(s)).await;

@@ -156,6 +156,16 @@ impl ResponseHead {
         self.scan.content_length.clone().transpose()
     }
 
+    /// The length to announce when the response goes on: its valid `Content-Length`, unless
+    /// it came with `Transfer-Encoding` (the proxy takes the body apart and frames it anew,
+    /// so that length may not describe what is sent).
+    pub fn declared_length(&self) -> Option<u64> {
+        if self.scan.transfer_encoding {
+            return None;
+        }
+        self.content_length().ok().flatten()
+    }
+
     /// `None` without `Transfer-Encoding`; otherwise whether its last coding is `chunked`.
     pub fn transfer_coding_chunked(&self) -> Option<bool> {
         self.scan.transfer_encoding.then_some(self.scan.chunked)
@@ -273,6 +283,7 @@ mod tests {
              Connection: close\r\n\r\n",
         );
         assert_eq!(h.transfer_coding_chunked(), Some(true));
+        assert_eq!(h.declared_length(), None, "not next to Transfer-Encoding");
         assert!(!h.keeps_alive());
         assert!(forwarded(&h).is_empty());
         let parts = h.into_parts().unwrap();
