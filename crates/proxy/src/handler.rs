@@ -25,9 +25,6 @@ static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-ups
 static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-proxy-latency");
 static X_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-response-latency");
 
-/// `Via` on a request that arrived without one.
-const VIA_REQUEST: &str = concat!("1.1 gatehouse/", env!("CARGO_PKG_VERSION"));
-
 /// Request ids: a random per-process prefix and a counter, 32 hex characters like Kong's.
 pub(crate) fn next_request_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -415,20 +412,8 @@ fn request_host(parts: &http::request::Parts) -> Option<String> {
         .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
 }
 
-/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1), `Transfer-Encoding` included.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    h1::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -555,7 +540,7 @@ fn write_upstream_headers(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwardi
         list.extend_from_slice(VIA_TOKEN.as_bytes());
         h1::write_field(out, b"via", &list);
     } else {
-        h1::write_field(out, b"via", VIA_REQUEST.as_bytes());
+        h1::write_field(out, b"via", via_element(http::Version::HTTP_11).as_bytes());
     }
     h1::write_field(out, b"x-gatehouse-request-id", fwd.request_id.as_bytes());
 }

@@ -8,7 +8,7 @@
 pub mod chunked;
 mod response;
 
-pub use response::ResponseHead;
+pub use response::{ResponseHead, is_hop_by_hop};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -53,6 +53,15 @@ fn kind(name: &[u8]) -> Kind {
     }
 }
 
+/// Whether a field with this name is hop-by-hop (RFC 9110 §7.6.1), `Connection` and
+/// `Transfer-Encoding` included: never forwarded as it is, in either direction.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    matches!(
+        kind(name),
+        Kind::Hop | Kind::Connection | Kind::TransferEncoding
+    )
+}
+
 /// What one pass over a head's fields found.
 #[derive(Debug, Default)]
 struct Scan {
@@ -274,6 +283,18 @@ mod tests {
         let kept = forwarded(&h);
         let names: Vec<&str> = kept.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["Server", "Date", "Content-Type", "X-A", "x-a"]);
+        for name in [
+            "connection",
+            "Transfer-Encoding",
+            "te",
+            "Upgrade",
+            "proxy-authorization",
+        ] {
+            assert!(super::is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in ["content-length", "x-a", "via", "tee"] {
+            assert!(!super::is_hop_by_hop(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]
