@@ -70,6 +70,8 @@ pub async fn serve(
                     gateway: gateway.clone(),
                     info: ConnInfo::new(peer, local),
                     stopping: stopping.clone(),
+                    stop_signal: None,
+                    deadline_armed: false,
                     _live: live.clone(),
                 };
                 tokio::spawn(conn.run());
@@ -94,9 +96,28 @@ struct Connection {
     stream: Arc<TcpStream>,
     gateway: Arc<Gateway>,
     info: ConnInfo,
+    /// Changes (to `true`) when the proxy starts shutting down.
     stopping: watch::Receiver<bool>,
+    /// Wakes the connection's task when `stopping` changes: made and registered at the
+    /// connection's first idle wait, then left registered ([`Connection::wait`]).
+    stop_signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The header deadline holds the task's waker since it was last polled, and has not
+    /// fired since.
+    deadline_armed: bool,
     /// Counts the connections still open, for the shutdown drain.
     _live: Arc<()>,
+}
+
+/// What ended one wait for more of a request head.
+enum Woke {
+    /// The client sent something (or closed: the read tells).
+    Readable,
+    /// The connection failed.
+    Failed,
+    /// The header deadline fired.
+    Deadline,
+    /// The proxy is shutting down.
+    Stop,
 }
 
 /// What ended the wait for a request head.
@@ -139,7 +160,7 @@ impl Connection {
                 }
             };
             match self.exchange(head, &mut buf, &mut out).await {
-                Ok(true) if !*self.stopping.borrow() => {}
+                Ok(true) if !self.stopping() => {}
                 Ok(_) => return linger_close(&self.stream).await,
                 Err(_) => return,
             }
@@ -171,26 +192,72 @@ impl Connection {
             }
             // Nothing to read: wait for the client, the deadline or shutdown. Between requests
             // (nothing buffered) shutdown closes the connection at once.
-            if *self.stopping.borrow() && buf.is_empty() {
+            let idle = buf.is_empty();
+            if idle && self.stopping() {
                 return Wait::Close;
             }
-            tokio::select! {
-                biased;
-                ready = self.stream.readable() => {
-                    if ready.is_err() {
-                        return Wait::Close;
-                    }
-                }
-                () = deadline.as_mut() => {
+            match self.wait(deadline.as_mut(), idle).await {
+                Woke::Readable => {}
+                Woke::Failed | Woke::Stop => return Wait::Close,
+                Woke::Deadline => {
                     let limit = waiting_since + HEADER_TIMEOUT;
                     if tokio::time::Instant::now() >= limit {
                         return Wait::Close;
                     }
                     deadline.as_mut().reset(limit);
+                    self.deadline_armed = false;
                 }
-                _ = self.stopping.changed(), if buf.is_empty() => return Wait::Close,
             }
         }
+    }
+
+    /// Whether the proxy is shutting down.
+    fn stopping(&self) -> bool {
+        // An error: the sender is gone, which it only is once the listener has stopped.
+        !matches!(self.stopping.has_changed(), Ok(false))
+    }
+
+    /// Waits until the client sends more, the header deadline fires, or (when `idle`) the
+    /// proxy starts shutting down.
+    ///
+    /// Only the socket's readiness is polled on every wait. A connection is one task, whose
+    /// waker never changes: the deadline keeps it from its first poll until it fires (then
+    /// [`Connection::read_head`] moves it and it is polled again), and the shutdown signal,
+    /// registered at the first idle wait, keeps it for the connection's life; when woken,
+    /// [`Connection::stopping`] tells whether it was the signal. This spares every keep-alive
+    /// wait a timer poll and a registration with the shutdown channel.
+    fn wait<'a>(
+        &'a mut self,
+        mut deadline: Pin<&'a mut tokio::time::Sleep>,
+        idle: bool,
+    ) -> impl Future<Output = Woke> + 'a {
+        std::future::poll_fn(move |cx| {
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Woke::Readable),
+                Poll::Ready(Err(_)) => return Poll::Ready(Woke::Failed),
+                Poll::Pending => {}
+            }
+            if !self.deadline_armed || deadline.is_elapsed() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Deadline);
+                }
+                self.deadline_armed = true;
+            }
+            if idle && self.stopping() {
+                return Poll::Ready(Woke::Stop);
+            }
+            if idle && self.stop_signal.is_none() {
+                let mut stopping = self.stopping.clone();
+                let mut signal: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+                    let _ = stopping.changed().await;
+                });
+                if signal.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Stop);
+                }
+                self.stop_signal = Some(signal);
+            }
+            Poll::Pending
+        })
     }
 
     /// One request and its response; `Ok(true)` when the connection can carry another.
@@ -256,7 +323,7 @@ impl Connection {
                 keep_alive = false;
             }
         }
-        if *self.stopping.borrow() {
+        if self.stopping() {
             keep_alive = false;
         }
         write_response(&self.stream, out, resp, version, method_head, keep_alive).await

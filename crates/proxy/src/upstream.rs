@@ -292,16 +292,15 @@ impl HostPool {
     }
 
     fn put(&self, conn: Conn) {
+        let now = Instant::now();
         let mut idle = self.idle.lock();
         // Expired connections (the oldest, at the bottom of the stack) are closed whenever one
         // comes back, so a burst's connections do not linger after traffic has calmed down.
-        let expired = idle.partition_point(|e| e.since.elapsed() > IDLE_TIMEOUT);
+        let expired =
+            idle.partition_point(|e| now.saturating_duration_since(e.since) > IDLE_TIMEOUT);
         idle.drain(..expired);
         if idle.len() < MAX_IDLE {
-            idle.push(IdleConn {
-                conn,
-                since: Instant::now(),
-            });
+            idle.push(IdleConn { conn, since: now });
         }
     }
 

@@ -1260,3 +1260,156 @@ async fn early_upstream_answers_and_non_idempotent_requests() {
     assert_eq!(get.status(), 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// Reads one response (its head and a `Content-Length` body) from `stream`: the text of the
+/// head and the body. Panics when the connection ends first or nothing comes for 10 s.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(got[..end].to_vec()).unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let body = String::from_utf8(got[end + 4..end + 4 + len].to_vec()).unwrap();
+                return (head, body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("no response within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the proxy closed `stream` within `wait` (`false`: still open, nothing sent).
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Err(_) => false,
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_lets_requests_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let mut env = Env::new().await;
+    env.echo_route("/echo").await;
+    // An upstream that answers each request 300 ms after it arrived.
+    let slow = tcp_upstream(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow";
+            if stream.write_all(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    env.upstream_route(slow, "/slow", json!({})).await;
+
+    // Idle: one request answered, then nothing.
+    let mut idle = TcpStream::connect(env.proxy).await.unwrap();
+    idle.write_all(b"GET /echo HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // In flight: waiting for the slow upstream when the shutdown begins.
+    let mut busy = TcpStream::connect(env.proxy).await.unwrap();
+    busy.write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Half a head: a request has begun.
+    let mut partial = TcpStream::connect(env.proxy).await.unwrap();
+    partial
+        .write_all(b"GET /echo HTTP/1.1\r\nhost: a\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    env.stop.take().unwrap().send(()).unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(2)).await,
+        "an idle keep-alive connection stays open after shutdown began"
+    );
+    let (head, body) = read_response(&mut busy).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "slow");
+    assert!(fields(&head, "connection").contains(&"close"), "{head}");
+    assert!(closed_within(&mut busy, Duration::from_secs(2)).await);
+    // The begun request is served, on a connection that then closes.
+    partial.write_all(b"\r\n").await.unwrap();
+    let (head, _) = read_response(&mut partial).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(fields(&head, "connection").contains(&"close"), "{head}");
+    assert!(closed_within(&mut partial, Duration::from_secs(2)).await);
+    // The listener is gone.
+    assert!(TcpStream::connect(env.proxy).await.is_err());
+}
+
+/// The header timeout (60 s) counts from the start of each wait for a request head: a
+/// connection that sends nothing, or half a head, is closed when it runs out; one that served
+/// a request gets the whole timeout again for the next head. Runs on the paused test clock.
+#[tokio::test]
+async fn header_timeout_closes_silent_and_slow_connections() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    use tokio::time::Instant;
+    let env = Env::new().await;
+    env.echo_route("/echo").await;
+    tokio::time::pause();
+    let timeout = gatehouse_proxy::server::HEADER_TIMEOUT;
+    let second = Duration::from_secs(1);
+
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(env.proxy).await.unwrap();
+    let mut slow = TcpStream::connect(env.proxy).await.unwrap();
+    slow.write_all(b"GET /echo HTTP/1.1\r\n").await.unwrap();
+    let mut kept = TcpStream::connect(env.proxy).await.unwrap();
+    assert!(!closed_within(&mut silent, timeout - 10 * second).await);
+    // 50 s in: a request on `kept`; its next head may take until 110 s.
+    kept.write_all(b"GET /echo HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut kept).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answered = Instant::now();
+    assert!(closed_within(&mut silent, 12 * second).await);
+    assert!(closed_within(&mut slow, second).await);
+    let closed_at = started.elapsed();
+    assert!(
+        closed_at >= timeout && closed_at < timeout + 3 * second,
+        "{closed_at:?}"
+    );
+    // 62 s: `kept` is still open, and is closed once its own 60 s have passed.
+    assert!(!closed_within(&mut kept, timeout - 15 * second).await);
+    assert!(closed_within(&mut kept, 20 * second).await);
+    let idle_for = answered.elapsed();
+    assert!(
+        idle_for >= timeout && idle_for < timeout + 3 * second,
+        "{idle_for:?}"
+    );
+}
