@@ -231,23 +231,34 @@ impl IntrospectionClient {
 /// Appends `value` form-urlencoded. JWTs and most opaque tokens consist only of characters the
 /// encoding leaves as they are, so they are copied in one go instead of byte by byte.
 fn push_form_value(form: &mut String, value: &str) {
-    /// The bytes `application/x-www-form-urlencoded` leaves as they are.
-    const PLAIN: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut b = 0;
-        while b < 256 {
-            let c = b as u8;
-            t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'*');
-            b += 1;
-        }
-        t
-    };
-    let plain = value.bytes().all(|b| PLAIN[usize::from(b)]);
-    if plain {
+    if is_form_plain(value.as_bytes()) {
         form.push_str(value);
     } else {
         form.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
     }
+}
+
+/// Whether `application/x-www-form-urlencoded` leaves every byte as it is (ASCII letters and
+/// digits, `-`, `.`, `_`, `*`). Compares sixteen bytes a step without an early exit, which the
+/// compiler turns into vector compares (a table lookup per byte was 6 instructions a byte).
+fn is_form_plain(bytes: &[u8]) -> bool {
+    // `|`, not `||`: no branch per byte.
+    let plain = |b: u8| {
+        let lower = b | 0x20;
+        (lower.wrapping_sub(b'a') < 26)
+            | (b.wrapping_sub(b'0') < 10)
+            | (b == b'-')
+            | (b == b'.')
+            | (b == b'_')
+            | (b == b'*')
+    };
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if !chunk.iter().fold(true, |all, &b| all & plain(b)) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| plain(b))
 }
 
 /// The JSON object of an introspection answer.
@@ -291,6 +302,22 @@ mod tests {
             push_form_value(&mut ours, value);
             let theirs: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
             assert_eq!(ours, theirs, "{value}");
+        }
+        // Long values, one byte that needs encoding at every position around the 16-byte steps.
+        let plain: String = "abcXYZ019-._*".chars().cycle().take(70).collect();
+        for bad in [
+            ' ', '+', '/', '=', '&', '%', '~', '@', '[', '`', '{', '\u{7f}', 'ü',
+        ] {
+            for at in [0, 1, 15, 16, 17, 31, 32, 63, 64, 69] {
+                let mut value: Vec<char> = plain.chars().collect();
+                value[at] = bad;
+                let value: String = value.into_iter().collect();
+                let mut ours = String::new();
+                push_form_value(&mut ours, &value);
+                let theirs: String =
+                    url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+                assert_eq!(ours, theirs, "{bad:?} at {at}");
+            }
         }
     }
 }
