@@ -11,7 +11,7 @@ use crate::snapshot::{PluginInstance, RouteRuntime};
 use crate::upstream::{ExchangeError, RequestBody, UpstreamError, UpstreamRequest};
 use crate::{ProxyBody, ProxyRequest, SERVER_TOKEN, VIA_TOKEN};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,13 +105,17 @@ impl Reply {
     }
 }
 
-/// Handles one request.
-pub async fn handle(gw: &Gateway, req: Request<ProxyBody>, conn: &ConnInfo) -> Reply {
+/// Handles one request: its head and its body.
+pub async fn handle(
+    gw: &Gateway,
+    parts: http::request::Parts,
+    body: ProxyBody,
+    conn: &ConnInfo,
+) -> Reply {
     let snapshot = gw.snapshot();
     let mut ctx = RequestCtx::new(snapshot, next_request_id(), conn.peer);
     let request_id =
         HeaderValue::from_str(&ctx.request_id).unwrap_or_else(|_| HeaderValue::from_static(""));
-    let (parts, body) = req.into_parts();
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
     let result = proxy(&mut ctx, parts, body, conn, &request_id, &mut executed).await;
@@ -158,35 +162,37 @@ async fn proxy(
     // plugin runs: otherwise `Connection: X-Anonymous-Consumer` would strip a header a plugin
     // set for the upstream.
     strip_hop_by_hop(&mut parts.headers);
-    let raw_path = parts.uri.path().to_owned();
-    let path = gatehouse_router::normalize_path(&raw_path).map_err(|_| GatewayError::BadRequest)?;
-    let host = request_host(&parts);
-    let snapshot = ctx.snapshot.clone();
-    let found = snapshot.router.find(&gatehouse_router::RequestView {
-        method: &parts.method,
-        host: host.as_deref(),
-        path: &path,
-        headers: &parts.headers,
-        sni: None,
-    });
-    let Some(m) = found else {
-        return Err(GatewayError::NoRoute);
+    // The request as it came, for routing and the forwarding headers after plugins may have
+    // changed it: shared copies of the head's bytes, not new strings.
+    let uri = parts.uri.clone();
+    let raw_path = uri.path();
+    let path = gatehouse_router::normalize_path(raw_path).map_err(|_| GatewayError::BadRequest)?;
+    let host_source = request_host(&parts);
+    let host = host_source.as_ref().and_then(RequestHost::as_str);
+    let (route, prefix_len) = {
+        let snapshot = &ctx.snapshot;
+        let found = snapshot.router.find(&gatehouse_router::RequestView {
+            method: &parts.method,
+            host,
+            path: &path,
+            headers: &parts.headers,
+            sni: None,
+        });
+        let Some(m) = found else {
+            return Err(GatewayError::NoRoute);
+        };
+        let route: Arc<RouteRuntime> = snapshot
+            .routes
+            .get(m.route_id as usize)
+            .cloned()
+            .ok_or(GatewayError::Internal)?;
+        ctx.uri_captures = m.captures;
+        (route, m.prefix_len)
     };
-    let route: Arc<RouteRuntime> = snapshot
-        .routes
-        .get(m.route_id as usize)
-        .cloned()
-        .ok_or(GatewayError::Internal)?;
-    let prefix_len = m.prefix_len;
-    ctx.uri_captures = m.captures;
     ctx.route = Some(route.clone());
 
     if !route.accepts_http {
-        return match https_redirect(
-            route.route.https_redirect_status_code,
-            host.as_deref(),
-            &parts.uri,
-        ) {
+        return match https_redirect(route.route.https_redirect_status_code, host, &uri) {
             Some(resp) => Ok(Reply::Parts(resp)),
             None => Err(GatewayError::HttpsRequired),
         };
@@ -257,7 +263,7 @@ async fn proxy(
     let headers = &mut req_parts.headers;
     let body = upstream_body(headers, req_body)?;
     let bodiless = matches!(body, RequestBody::Empty);
-    let client_host = host.as_deref().unwrap_or("");
+    let client_host = host.unwrap_or("");
     let prefix = &path[..prefix_len.min(path.len())];
     let forwarding = Forwarding {
         host: if !route.route.preserve_host {
@@ -270,7 +276,7 @@ async fn proxy(
         conn,
         request_id,
         client_host,
-        raw_path: &raw_path,
+        raw_path,
         prefix: (route.route.strip_path && !prefix.is_empty() && prefix != "/").then_some(prefix),
     };
 
@@ -402,14 +408,32 @@ fn millis_since(start: Instant) -> HeaderValue {
     millis(start.elapsed())
 }
 
+/// Where the request's host name came from, held as a shared copy of the head's bytes.
+enum RequestHost {
+    Header(HeaderValue),
+    Authority(http::uri::Authority),
+}
+
+impl RequestHost {
+    /// The host as text; `None` for a `Host` with bytes that are not visible ASCII.
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Header(v) => v.to_str().ok(),
+            Self::Authority(a) => Some(a.as_str()),
+        }
+    }
+}
+
 /// The `Host` as the client sent it (HTTP/2 `:authority` when there is no `Host`).
-fn request_host(parts: &http::request::Parts) -> Option<String> {
-    parts
+fn request_host(parts: &http::request::Parts) -> Option<RequestHost> {
+    match parts
         .headers
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
+        .filter(|v| v.to_str().is_ok())
+    {
+        Some(v) => Some(RequestHost::Header(v.clone())),
+        None => parts.uri.authority().cloned().map(RequestHost::Authority),
+    }
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

@@ -16,7 +16,7 @@ use crate::handler::{ConnInfo, Forward, Reply, handle, next_request_id, via_elem
 use crate::{ProxyBody, SERVER_TOKEN};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
@@ -313,7 +313,7 @@ impl Connection {
                 (body.boxed_unsync(), Some(shared))
             }
         };
-        let resp = handle(&self.gateway, Request::from_parts(parts, body), &self.info).await;
+        let resp = handle(&self.gateway, parts, body, &self.info).await;
         if let Some(shared) = shared {
             // The connection continues only after the whole request body was read.
             let mut state = shared.lock();
