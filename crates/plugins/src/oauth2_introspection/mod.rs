@@ -495,8 +495,6 @@ fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
-/// Header lines for a claim: scalars as text, arrays one line per element, objects as JSON,
-/// `null` none. Values that cannot be a header (control characters) are left out.
 /// The `X-Credential-*` header values of a cache entry, collected into one buffer: every
 /// value is a slice of one shared allocation (cloned into each request with a reference
 /// count), not an allocation of its own. A miss builds an entry, uses it once and later drops
@@ -510,7 +508,9 @@ struct HeaderValues {
 }
 
 impl HeaderValues {
-    /// Adds a header line per value of `v` (one per element of an array; `null` adds none).
+    /// Adds the header lines for a claim: scalars as text, arrays one line per element,
+    /// objects as JSON, `null` none. Values that cannot be a header (control characters) are
+    /// left out by [`HeaderValues::finish`].
     fn push(&mut self, name: &HeaderName, v: &Value) {
         let mut one = |v: &Value| {
             let start = self.text.len();
