@@ -51,13 +51,21 @@ impl LocalIntrospection for LocalIdentity {
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<serde_json::Map<String, serde_json::Value>, StatusCode> {
-        match gatehouse_identity::http::introspect_in_process(&self.identity, path, headers, body)
-            .await?
-        {
-            serde_json::Value::Object(map) => Ok(map),
-            _ => Err(StatusCode::INTERNAL_SERVER_ERROR),
-        }
+        token_sha256: &[u8; 32],
+    ) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, StatusCode> {
+        let answer = gatehouse_identity::http::introspect_in_process(
+            &self.identity,
+            path,
+            headers,
+            body,
+            token_sha256,
+        )
+        .await?;
+        Ok(answer.unwrap_or_else(|| {
+            let mut inactive = serde_json::Map::new();
+            inactive.insert("active".into(), false.into());
+            Arc::new(inactive)
+        }))
     }
 }
 

@@ -272,3 +272,99 @@ async fn seed_walkthrough_on_postgres() {
     walkthrough(Some(&schema.url)).await;
     schema.drop().await;
 }
+
+/// The gateway answers its own identity server's introspection URL in-process (no HTTP); the
+/// upstream must see exactly what it sees when the same server is asked over HTTP.
+#[tokio::test]
+async fn in_process_introspection_forwards_what_http_introspection_does() {
+    let node = Node::start("quickstart", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let base = node.admin.clone();
+    let issued = identity_setup(&http, &base, "Local and remote").await;
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", issued.client_id, issued.secret));
+    // The same listener under another host name is not one of this process's issuer URLs,
+    // so the plugin calls it over HTTP.
+    let over_http = issued.issuer.replacen("://127.0.0.1:", "://localhost:", 1);
+    assert_ne!(over_http, issued.issuer, "issuer {}", issued.issuer);
+    let (s, cps) = admin(
+        &http,
+        Method::GET,
+        format!("{base}/v2/control-planes?filter%5Bname%5D%5Beq%5D=quickstart"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let entities = format!(
+        "{base}/v2/control-planes/{}/core-entities",
+        cps["data"][0]["id"].as_str().unwrap()
+    );
+    for (name, issuer) in [("local", &issued.issuer), ("remote", &over_http)] {
+        let (s, r) = admin(
+            &http,
+            Method::POST,
+            format!("{entities}/routes"),
+            Some(json!({"name": name, "paths": [format!("/{name}")],
+                        "service": {"name": "example-service"}})),
+        )
+        .await;
+        assert_eq!(s, 201, "{r}");
+        let (s, p) = admin(
+            &http,
+            Method::POST,
+            format!("{entities}/plugins"),
+            Some(
+                json!({"name": "oauth2-introspection", "route": {"name": name}, "config": {
+                    "introspection_url": format!("{issuer}/introspect"),
+                    "authorization_value": format!("Basic {encoded}"),
+                    "consumer_by": "client_id",
+                    "custom_claims_forward": ["test-claim", "client_id"],
+                }}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 201, "{p}");
+    }
+
+    let access = token(&http, &issued).await;
+    let mut seen = Vec::new();
+    for name in ["local", "remote"] {
+        let r = http
+            .get(format!("{}/{name}", node.proxy))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        let echo: Value = r.json().await.unwrap();
+        let credential: Vec<(String, Value)> = echo["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-credential-"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        seen.push(credential);
+
+        let garbage = http
+            .get(format!("{}/{name}", node.proxy))
+            .bearer_auth("not.a.token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(garbage.status(), 401, "{name}");
+    }
+    let names: Vec<&str> = seen[0].iter().map(|(k, _)| k.as_str()).collect();
+    for expected in [
+        "x-credential-client-id",
+        "x-credential-scope",
+        "x-credential-test-claim",
+        "x-credential-token-type",
+        "x-credential-exp",
+        "x-credential-jti",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing: {names:?}");
+    }
+    assert_eq!(seen[0], seen[1], "in-process and HTTP introspection differ");
+}

@@ -131,10 +131,11 @@ async fn jwks(Issuer(s): Issuer, headers: HeaderMap) -> Response {
 }
 
 /// A parsed `application/x-www-form-urlencoded` body where every parameter occurs once.
-struct Form(Vec<(String, String)>);
+struct Form<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl Form {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, OAuthError> {
+impl<'a> Form<'a> {
+    /// The pairs of `body`; values without escapes (a JWT) are borrowed from it, not copied.
+    fn parse(headers: &HeaderMap, body: &'a [u8]) -> Result<Self, OAuthError> {
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -145,7 +146,7 @@ impl Form {
                 "the body must be application/x-www-form-urlencoded".into(),
             ));
         }
-        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         for (k, v) in form_pairs(body) {
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 // RFC 6749 §3.2: parameters must not be included more than once.
@@ -153,7 +154,7 @@ impl Form {
                     "the parameter '{k}' is repeated"
                 )));
             }
-            pairs.push((k.into_owned(), v.into_owned()));
+            pairs.push((k, v));
         }
         Ok(Self(pairs))
     }
@@ -162,7 +163,14 @@ impl Form {
         self.0
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Takes the value of `key` out of the form, still borrowed from the body when it had no
+    /// escapes.
+    fn take(&mut self, key: &str) -> Option<Cow<'a, str>> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.swap_remove(at).1)
     }
 }
 
@@ -300,19 +308,27 @@ async fn token(
 
 /// The token-holding endpoints (introspect, revoke): a form with `token`, sent by an
 /// authenticated client of the auth server.
-async fn with_client_and_token<'s>(
+async fn with_client_and_token<'s, 'b>(
     identity: &Identity,
     s: &'s ServerRuntime,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(&'s crate::runtime::ClientRuntime, String), OAuthError> {
-    let form = Form::parse(headers, body)?;
+    body: &'b [u8],
+) -> Result<(&'s crate::runtime::ClientRuntime, Cow<'b, str>), OAuthError> {
+    let mut form = Form::parse(headers, body)?;
     let (id, secret) = client_credentials(headers, &form)?;
     let client = identity.authenticate(s, &id, &secret).await?;
     let token = form
-        .get("token")
+        .take("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-    Ok((client, token.to_owned()))
+    Ok((client, token))
+}
+
+/// The body of an introspection answer.
+fn introspection_json(answer: Option<&serde_json::Map<String, serde_json::Value>>) -> Response {
+    match answer {
+        Some(live) => no_store_json(live),
+        None => no_store_json(&serde_json::json!({"active": false})),
+    }
 }
 
 async fn introspect(
@@ -322,7 +338,7 @@ async fn introspect(
     body: Bytes,
 ) -> Response {
     let resp = match with_client_and_token(&identity, &s, &headers, &body).await {
-        Ok((_, token)) => no_store_json(&identity.introspect(&s, &token)),
+        Ok((_, token)) => introspection_json(identity.introspect(&s, &token).as_deref()),
         Err(e) => e.into_response(),
     };
     cors(&s, &headers, resp)
@@ -330,13 +346,17 @@ async fn introspect(
 
 /// `POST {path}` (an issuer's `/{slug}/introspect`) answered in this process, without HTTP,
 /// for the gateway's `oauth2-introspection` plugin: the same client authentication and the
-/// same answer as the HTTP endpoint. `Err` is the status the endpoint would have answered.
+/// same answer as the HTTP endpoint. `Ok(Some)` is a live token's answer (shared, not
+/// copied), `Ok(None)` `{"active": false}`, `Err` the status the endpoint would have answered.
+/// `token_sha256` is the SHA-256 of the form's `token` (the gateway's cache key), which spares
+/// hashing the token a second time.
 pub async fn introspect_in_process(
     identity: &Identity,
     path: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<serde_json::Value, StatusCode> {
+    token_sha256: &[u8; 32],
+) -> Result<Option<Arc<serde_json::Map<String, serde_json::Value>>>, StatusCode> {
     let slug = path
         .strip_prefix('/')
         .and_then(|p| p.strip_suffix("/introspect"))
@@ -346,7 +366,12 @@ pub async fn introspect_in_process(
     let (_, token) = with_client_and_token(identity, &s, headers, body)
         .await
         .map_err(|e| e.status())?;
-    Ok(identity.introspect(&s, &token))
+    debug_assert_eq!(
+        crate::runtime::token_hash(&token),
+        *token_sha256,
+        "the digest given is not the form's token's"
+    );
+    Ok(identity.introspect_hashed(&s, &token, token_sha256))
 }
 
 async fn revoke(

@@ -229,8 +229,18 @@ pub struct VerifiedToken {
     pub exp: i64,
     /// `nbf`, Unix seconds.
     pub nbf: i64,
-    /// All claims of the payload.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The RFC 7662 answer while the token is live: `active`, `token_type`, then every claim
+    /// of the payload. Built once per verified token and shared, so an introspection (over
+    /// HTTP or in-process from the gateway) neither re-parses nor copies the claims.
+    pub introspection: Arc<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl VerifiedToken {
+    /// A claim of the token's payload (`active` and `token_type` are reserved names, never
+    /// claims).
+    pub fn claim(&self, name: &str) -> Option<&serde_json::Value> {
+        self.introspection.get(name)
+    }
 }
 
 /// Writes issued tokens in batches: each request waits for the commit that contains its token,
@@ -643,13 +653,23 @@ impl Identity {
     /// Checks an access token of `server`: signature by a published key, issuer, time window,
     /// revocation, and that its client still exists. `None` for anything else.
     pub fn verify(&self, server: &ServerRuntime, token: &str) -> Option<Arc<VerifiedToken>> {
+        self.verify_hashed(server, token, &token_hash(token))
+    }
+
+    /// [`Identity::verify`] for a caller that already has the token's [`token_hash`] (the
+    /// gateway's cache key is the same digest): the key of the verification cache.
+    pub fn verify_hashed(
+        &self,
+        server: &ServerRuntime,
+        token: &str,
+        hash: &[u8; 32],
+    ) -> Option<Arc<VerifiedToken>> {
         let now = Timestamp::now().unix_seconds();
-        let key = token_hash(token);
-        let verified = match self.verified.get(&key) {
+        let verified = match self.verified.get(hash) {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify_uncached(server, token)?);
-                self.verified.insert(key, v.clone());
+                self.verified.insert(*hash, v.clone());
                 v
             }
         };
@@ -675,28 +695,49 @@ impl Identity {
         if c.get("iss")?.as_str()? != server.issuer {
             return None;
         }
+        let jti = Uuid::parse_str(c.get("jti")?.as_str()?).ok()?;
+        let client_id = c.get("client_id")?.as_str()?.to_owned();
+        let exp = c.get("exp")?.as_i64()?;
+        let nbf = c.get("nbf").and_then(|n| n.as_i64()).unwrap_or(0);
+        let mut introspection = serde_json::Map::with_capacity(parsed.claims.len() + 2);
+        introspection.insert("active".into(), true.into());
+        introspection.insert("token_type".into(), "Bearer".into());
+        for (k, val) in parsed.claims {
+            // Reserved names (RESERVED_CLAIM_NAMES): a token of ours never carries them as
+            // claims, and a forged one fails the signature check before this point.
+            if k != "active" && k != "token_type" {
+                introspection.insert(k, val);
+            }
+        }
         Some(VerifiedToken {
             auth_server_id: server.server.id,
-            jti: Uuid::parse_str(c.get("jti")?.as_str()?).ok()?,
-            client_id: c.get("client_id")?.as_str()?.to_owned(),
-            exp: c.get("exp")?.as_i64()?,
-            nbf: c.get("nbf").and_then(|n| n.as_i64()).unwrap_or(0),
-            claims: parsed.claims,
+            jti,
+            client_id,
+            exp,
+            nbf,
+            introspection: Arc::new(introspection),
         })
     }
 
-    /// RFC 7662 answer for `token`.
-    pub fn introspect(&self, server: &ServerRuntime, token: &str) -> serde_json::Value {
-        let Some(v) = self.verify(server, token) else {
-            return serde_json::json!({"active": false});
-        };
-        let mut out = serde_json::Map::with_capacity(v.claims.len() + 2);
-        out.insert("active".into(), true.into());
-        out.insert("token_type".into(), "Bearer".into());
-        for (k, val) in &v.claims {
-            out.insert(k.clone(), val.clone());
-        }
-        serde_json::Value::Object(out)
+    /// RFC 7662 answer for `token` when it is live (`active: true` and its claims, shared with
+    /// the verification cache); `None` means `{"active": false}`.
+    pub fn introspect(
+        &self,
+        server: &ServerRuntime,
+        token: &str,
+    ) -> Option<Arc<serde_json::Map<String, serde_json::Value>>> {
+        self.introspect_hashed(server, token, &token_hash(token))
+    }
+
+    /// [`Identity::introspect`] for a caller that already has the token's [`token_hash`].
+    pub fn introspect_hashed(
+        &self,
+        server: &ServerRuntime,
+        token: &str,
+        hash: &[u8; 32],
+    ) -> Option<Arc<serde_json::Map<String, serde_json::Value>>> {
+        self.verify_hashed(server, token, hash)
+            .map(|v| v.introspection.clone())
     }
 
     /// Claims with `include_in_token: false` for a live token (`/userinfo`).
@@ -712,7 +753,7 @@ impl Identity {
             .clients
             .get(&v.client_id)
             .ok_or_else(|| OAuthError::InvalidToken("the client no longer exists".into()))?;
-        let scope = v.claims.get("scope").and_then(|s| s.as_str()).unwrap_or("");
+        let scope = v.claim("scope").and_then(|s| s.as_str()).unwrap_or("");
         let granted: Vec<Uuid> = scope
             .split(' ')
             .filter_map(|n| server.scopes.get(n).map(|s| s.id))

@@ -13,10 +13,11 @@ use std::time::Instant;
 /// What an authentication plugin established about the caller (never the raw token).
 #[derive(Debug, Clone, Default)]
 pub struct Credential {
-    /// The OAuth client id, when the credential has one.
-    pub client_id: Option<String>,
+    /// The OAuth client id, when the credential has one (shared with the plugin's cache entry,
+    /// like `claims`).
+    pub client_id: Option<Arc<str>>,
     /// Granted scopes, space-separated.
-    pub scope: Option<String>,
+    pub scope: Option<Arc<str>>,
     /// Every claim the identity provider returned (introspection answer), shared with the
     /// cache entry it came from rather than copied per request.
     pub claims: Arc<Map<String, Value>>,

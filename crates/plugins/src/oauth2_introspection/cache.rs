@@ -39,9 +39,9 @@ pub struct Active {
     /// Every field of the introspection answer.
     pub claims: std::sync::Arc<Map<String, Value>>,
     /// `client_id`.
-    pub client_id: Option<String>,
+    pub client_id: Option<Arc<str>>,
     /// `scope`.
-    pub scope: Option<String>,
+    pub scope: Option<Arc<str>>,
     /// The value of the `consumer_by` field, looked up in the current snapshot per request.
     pub consumer_key: Option<String>,
     /// `exp`, Unix seconds.

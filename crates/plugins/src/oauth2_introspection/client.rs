@@ -17,6 +17,7 @@ use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -62,23 +63,28 @@ pub trait LocalIntrospection: Send + Sync {
     fn local_path(&self, url: &http::Uri) -> Option<String>;
 
     /// Answers `POST path` with `headers` and the form `body` as the HTTP endpoint would:
-    /// the JSON object of a 200 answer, or the status of any other.
+    /// the JSON object of a 200 answer (shared: the server may keep it for the token's
+    /// lifetime), or the status of any other. `token_sha256` is the SHA-256 of the form's
+    /// `token` (the plugin's cache key), for a server that keys its own caches the same way.
     async fn introspect(
         &self,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<serde_json::Map<String, serde_json::Value>, StatusCode>;
+        token_sha256: &[u8; 32],
+    ) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, StatusCode>;
 }
 
 /// A pooled client bound to one introspection endpoint and configuration.
 pub struct IntrospectionClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: http::Uri,
+    /// The headers of every call: the defaults, then the custom headers, which override them
+    /// (spec A.4).
     headers: HeaderMap,
     token_type_hint: Option<String>,
     introspect_request: bool,
-    /// Custom headers go last so they can override the defaults (spec A.4).
+    /// Custom headers also override the per-request `X-Request-*` headers.
     custom: Vec<(HeaderName, HeaderValue)>,
     timeout: Option<Duration>,
     /// The endpoint is this process's own: its handler and path.
@@ -136,6 +142,9 @@ impl IntrospectionClient {
         );
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(header::AUTHORIZATION, config.authorization_value.clone());
+        for (name, value) in &config.custom_introspection_headers {
+            headers.insert(name.clone(), value.clone());
+        }
         Ok(Self {
             client,
             uri: config.introspection_url.clone(),
@@ -156,20 +165,22 @@ impl IntrospectionClient {
         self.local.is_some()
     }
 
-    /// Introspects `token`; returns the response's JSON object when the endpoint answered 200.
+    /// Introspects `token` (whose SHA-256 is `token_sha256`); returns the response's JSON
+    /// object when the endpoint answered 200.
     pub async fn introspect(
         &self,
         token: &str,
+        token_sha256: &[u8; 32],
         info: RequestInfo<'_>,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, CallError> {
+    ) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, CallError> {
         let call = async {
             let (headers, form) = self.request(token, info);
             match &self.local {
                 Some((local, path)) => local
-                    .introspect(path, &headers, form.as_bytes())
+                    .introspect(path, &headers, form.as_bytes(), token_sha256)
                     .await
                     .map_err(CallError::Status),
-                None => parse(&self.call(headers, form).await?),
+                None => parse(&self.call(headers.into_owned(), form).await?).map(Arc::new),
             }
         };
         match self.timeout {
@@ -180,8 +191,9 @@ impl IntrospectionClient {
         }
     }
 
-    /// The headers and form of the call for `token`.
-    fn request(&self, token: &str, info: RequestInfo<'_>) -> (HeaderMap, String) {
+    /// The headers and form of the call for `token`: the configured headers as they are
+    /// unless the call describes the downstream request.
+    fn request(&self, token: &str, info: RequestInfo<'_>) -> (Cow<'_, HeaderMap>, String) {
         let mut form = String::with_capacity(token.len() + 64);
         form.push_str("token=");
         push_form_value(&mut form, token);
@@ -189,19 +201,22 @@ impl IntrospectionClient {
             form.push_str("&token_type_hint=");
             push_form_value(&mut form, hint);
         }
+        if !self.introspect_request {
+            return (Cow::Borrowed(&self.headers), form);
+        }
         let mut h = self.headers.clone();
-        if self.introspect_request {
-            if let Ok(v) = HeaderValue::from_str(info.method.as_str()) {
-                h.insert(X_REQUEST_HTTP_METHOD.clone(), v);
-            }
-            if let Ok(v) = HeaderValue::from_str(info.path) {
-                h.insert(X_REQUEST_PATH.clone(), v);
-            }
+        let custom = |name: &HeaderName| self.custom.iter().any(|(n, _)| n == name);
+        if !custom(&X_REQUEST_HTTP_METHOD)
+            && let Ok(v) = HeaderValue::from_str(info.method.as_str())
+        {
+            h.insert(X_REQUEST_HTTP_METHOD.clone(), v);
         }
-        for (name, value) in &self.custom {
-            h.insert(name.clone(), value.clone());
+        if !custom(&X_REQUEST_PATH)
+            && let Ok(v) = HeaderValue::from_str(info.path)
+        {
+            h.insert(X_REQUEST_PATH.clone(), v);
         }
-        (h, form)
+        (Cow::Owned(h), form)
     }
 
     async fn call(&self, headers: HeaderMap, form: String) -> Result<Bytes, CallError> {

@@ -181,7 +181,7 @@ impl OAuth2Introspection {
     }
 
     /// Turns an introspection answer into the cached outcome, with its headers precomputed.
-    fn outcome(&self, claims: Map<String, Value>) -> Outcome {
+    fn outcome(&self, claims: Arc<Map<String, Value>>) -> Outcome {
         // One pass over the answer's fields picks every claim the plugin uses: a hashed
         // lookup per claim (SipHash, the map's hasher) cost more than the rest of a miss's
         // bookkeeping together.
@@ -192,7 +192,7 @@ impl OAuth2Introspection {
         let mut forwarded: Vec<Option<&Value>> = vec![None; custom.len()];
         let (mut active, mut exp, mut client_id, mut scope, mut consumer_key) =
             (None, None, None, None, None);
-        for (name, value) in &claims {
+        for (name, value) in claims.iter() {
             let name = name.as_str();
             match name {
                 "active" => active = Some(value),
@@ -235,8 +235,8 @@ impl OAuth2Introspection {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         });
-        let client_id = client_id.and_then(scalar_string);
-        let scope = scope.and_then(scalar_string);
+        let client_id = client_id.and_then(scalar_string).map(Arc::from);
+        let scope = scope.and_then(scalar_string).map(Arc::from);
         let consumer_key = consumer_key.and_then(scalar_string);
         Outcome::Active(Active {
             client_id,
@@ -244,7 +244,7 @@ impl OAuth2Introspection {
             consumer_key,
             exp,
             headers,
-            claims: Arc::new(claims),
+            claims,
         })
     }
 
@@ -265,7 +265,7 @@ impl OAuth2Introspection {
         let result = self
             .cache
             .get_or_load(key, move || async move {
-                let claims = self.client.introspect(token_ref, info).await?;
+                let claims = self.client.introspect(token_ref, &key, info).await?;
                 Ok(self.outcome(claims))
             })
             .await;
@@ -485,7 +485,6 @@ fn anonymous_consumer(snapshot: &Snapshot, value: &str) -> Option<Arc<Consumer>>
         .cloned()
 }
 
-/// A string or number as a string (how Kong uses a claim as a lookup key).
 /// Whether `ok` holds for every byte of `bytes`. Sixteen bytes a step without an early exit,
 /// which the compiler turns into vector compares when `ok` is branch-free (comparisons joined
 /// with `|`, not `||`): tokens are hundreds of bytes, and a search or table lookup per byte
@@ -500,6 +499,7 @@ pub(crate) fn every_byte(bytes: &[u8], ok: impl Fn(u8) -> bool) -> bool {
     chunks.remainder().iter().all(|&b| ok(b))
 }
 
+/// A string or number as a string (how Kong uses a claim as a lookup key).
 fn scalar_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -515,10 +515,20 @@ fn scalar_string(v: &Value) -> Option<String> {
 /// it cold: a dozen separate small buffers were a dozen allocations, a dozen promotions to
 /// shared on first clone and two dozen frees (2.4 % of a miss's CPU time in `perf` was
 /// freeing them).
-#[derive(Default)]
 struct HeaderValues {
     text: String,
     fields: Vec<(HeaderName, std::ops::Range<usize>)>,
+}
+
+impl Default for HeaderValues {
+    /// Room for a typical token's values (a dozen claims, a few hundred bytes), so that
+    /// building an entry does not grow the buffers step by step.
+    fn default() -> Self {
+        Self {
+            text: String::with_capacity(512),
+            fields: Vec::with_capacity(CREDENTIAL_HEADERS.len() + 4),
+        }
+    }
 }
 
 impl HeaderValues {
@@ -526,14 +536,20 @@ impl HeaderValues {
     /// objects as JSON, `null` none. Values that cannot be a header (control characters) are
     /// left out by [`HeaderValues::finish`].
     fn push(&mut self, name: &HeaderName, v: &Value) {
+        use std::fmt::Write as _;
         let mut one = |v: &Value| {
             let start = self.text.len();
+            // Formatting into the shared buffer (`write!` to a String cannot fail).
             match v {
                 Value::Null => return,
                 Value::String(s) => self.text.push_str(s),
-                Value::Number(n) => self.text.push_str(&n.to_string()),
+                Value::Number(n) => {
+                    let _ = write!(self.text, "{n}");
+                }
                 Value::Bool(b) => self.text.push_str(if *b { "true" } else { "false" }),
-                other => self.text.push_str(&other.to_string()),
+                other => {
+                    let _ = write!(self.text, "{other}");
+                }
             }
             self.fields.push((name.clone(), start..self.text.len()));
         };
@@ -546,13 +562,12 @@ impl HeaderValues {
     /// The header lines; values that are not valid header values are left out.
     fn finish(self) -> Vec<(HeaderName, HeaderValue)> {
         let text = bytes::Bytes::from(self.text);
-        self.fields
-            .into_iter()
-            .filter_map(|(name, range)| {
-                HeaderValue::from_maybe_shared(text.slice(range))
-                    .ok()
-                    .map(|v| (name, v))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.fields.len());
+        for (name, range) in self.fields {
+            if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(range)) {
+                out.push((name, v));
+            }
+        }
+        out
     }
 }

@@ -779,6 +779,18 @@ async fn custom_headers_override_the_defaults() {
         idp.seen()[0].header("accept"),
         Some("application/token-introspection+jwt")
     );
+
+    // They also win over the headers that describe the downstream request.
+    let p = instance(
+        &idp,
+        json!({"introspect_request": true,
+               "custom_introspection_headers": {"x-request-path": "/fixed"}}),
+    );
+    let mut req = request("DELETE", "/orders/7", &[("authorization", "Bearer t2")], "");
+    continued(run(&p, &snapshot(&[]), &mut req).await.1).await;
+    let s = &idp.seen()[1];
+    assert_eq!(s.header("x-request-path"), Some("/fixed"));
+    assert_eq!(s.header("x-request-http-method"), Some("DELETE"));
 }
 
 #[tokio::test]
@@ -1655,19 +1667,35 @@ impl client::LocalIntrospection for FakeLocal {
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<Map<String, Value>, http::StatusCode> {
+        token_sha256: &[u8; 32],
+    ) -> Result<Arc<Map<String, Value>>, http::StatusCode> {
         let form = String::from_utf8(body.to_vec()).unwrap();
+        let token = form
+            .strip_prefix("token=")
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        assert_eq!(
+            *token_sha256,
+            cache::key(token),
+            "the digest is the form token's"
+        );
         let auth = headers
             .get("authorization")
             .map(|v| v.to_str().unwrap().to_owned());
         self.seen.lock().push((path.to_owned(), auth, form.clone()));
         match form.as_str() {
-            "token=good" => Ok(json!({"active": true, "client_id": "c1", "scope": "s"})
-                .as_object()
-                .unwrap()
-                .clone()),
+            "token=good" => Ok(Arc::new(
+                json!({"active": true, "client_id": "c1", "scope": "s"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )),
             "token=locked" => Err(http::StatusCode::UNAUTHORIZED),
-            _ => Ok(json!({"active": false}).as_object().unwrap().clone()),
+            _ => Ok(Arc::new(
+                json!({"active": false}).as_object().unwrap().clone(),
+            )),
         }
     }
 }
