@@ -93,6 +93,19 @@ async fn token(http: &reqwest::Client, i: &Issued) -> String {
     t["access_token"].as_str().unwrap().to_owned()
 }
 
+/// Step 4: the id of the quickstart's control plane, found by name with the seed's filter.
+async fn quickstart_control_plane(http: &reqwest::Client, base: &str) -> String {
+    let (s, cps) = admin(
+        http,
+        Method::GET,
+        format!("{base}/v2/control-planes?filter%5Bname%5D%5Bcontains%5D=quickstart"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{cps}");
+    cps["data"][0]["id"].as_str().unwrap().to_owned()
+}
+
 async fn anything(http: &reqwest::Client, proxy: &str, bearer: Option<&str>) -> (u16, Value) {
     let mut req = http.get(format!("{proxy}/anything"));
     if let Some(t) = bearer {
@@ -132,15 +145,7 @@ async fn walkthrough(database: Option<&str>) {
         .encode(format!("{}:{}", issued.client_id, issued.secret));
 
     // Step 4: the control plane, found by name.
-    let (s, cps) = admin(
-        &http,
-        Method::GET,
-        format!("{base}/v2/control-planes?filter%5Bname%5D%5Bcontains%5D=quickstart"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
-    let cp = cps["data"][0]["id"].as_str().unwrap().to_owned();
+    let cp = quickstart_control_plane(&http, &base).await;
 
     // Before the plugin, the route is open.
     let (s, _) = anything(&http, &proxy, None).await;
@@ -288,17 +293,9 @@ async fn in_process_introspection_forwards_what_http_introspection_does() {
     // so the plugin calls it over HTTP.
     let over_http = issued.issuer.replacen("://127.0.0.1:", "://localhost:", 1);
     assert_ne!(over_http, issued.issuer, "issuer {}", issued.issuer);
-    let (s, cps) = admin(
-        &http,
-        Method::GET,
-        format!("{base}/v2/control-planes?filter%5Bname%5D%5Beq%5D=quickstart"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
     let entities = format!(
         "{base}/v2/control-planes/{}/core-entities",
-        cps["data"][0]["id"].as_str().unwrap()
+        quickstart_control_plane(&http, &base).await
     );
     for (name, issuer) in [("local", &issued.issuer), ("remote", &over_http)] {
         let (s, r) = admin(

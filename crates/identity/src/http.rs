@@ -338,7 +338,10 @@ async fn introspect(
     body: Bytes,
 ) -> Response {
     let resp = match with_client_and_token(&identity, &s, &headers, &body).await {
-        Ok((_, token)) => introspection_json(identity.introspect(&s, &token).as_deref()),
+        Ok((_, token)) => {
+            let hash = crate::runtime::token_hash(&token);
+            introspection_json(identity.introspect(&s, &token, &hash).as_deref())
+        }
         Err(e) => e.into_response(),
     };
     cors(&s, &headers, resp)
@@ -371,7 +374,7 @@ pub async fn introspect_in_process(
         *token_sha256,
         "the digest given is not the form's token's"
     );
-    Ok(identity.introspect_hashed(&s, &token, token_sha256))
+    Ok(identity.introspect(&s, &token, token_sha256))
 }
 
 async fn revoke(

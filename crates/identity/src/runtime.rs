@@ -719,18 +719,10 @@ impl Identity {
         })
     }
 
-    /// RFC 7662 answer for `token` when it is live (`active: true` and its claims, shared with
-    /// the verification cache); `None` means `{"active": false}`.
+    /// RFC 7662 answer for `token`, whose [`token_hash`] is `hash` (the caller's to compute: the
+    /// gateway has it already), when it is live: `active: true` and its claims, shared with the
+    /// verification cache. `None` means `{"active": false}`.
     pub fn introspect(
-        &self,
-        server: &ServerRuntime,
-        token: &str,
-    ) -> Option<Arc<serde_json::Map<String, serde_json::Value>>> {
-        self.introspect_hashed(server, token, &token_hash(token))
-    }
-
-    /// [`Identity::introspect`] for a caller that already has the token's [`token_hash`].
-    pub fn introspect_hashed(
         &self,
         server: &ServerRuntime,
         token: &str,
