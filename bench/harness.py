@@ -554,7 +554,7 @@ def cpu_snapshot(pgids):
                 v = line.split()
                 n = [int(x) for x in v[1:]]
                 per_cpu[int(v[0][3:])] = {"task": n[0] + n[1] + n[2], "irq": n[5] + n[6],
-                                          "idle": n[3] + n[4], "total": sum(n[:8])}
+                                          "idle": n[3] + n[4], "steal": n[7], "total": sum(n[:8])}
     ours = 0
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -573,8 +573,9 @@ def cpu_snapshot(pgids):
 
 
 def cpu_report(a, b, sut_cpus, load_cpus):
-    """Busy fraction of the SUT and load CPU sets, and the CPU (in cores) used by processes
-    that are not part of the benchmark (other users of the machine) during the sample."""
+    """Busy fraction of the SUT and load CPU sets, the CPU (in cores) used by processes that
+    are not part of the benchmark (other users of the machine) during the sample, and the CPU
+    time the hypervisor took from the VM (steal, in cores, over both sets)."""
     wall = max(1e-6, b["t"] - a["t"])
 
     def busy(cpus):
@@ -588,6 +589,8 @@ def cpu_report(a, b, sut_cpus, load_cpus):
         "sut_cpu_busy": round(busy(sut_cpus), 3),
         "load_cpu_busy": round(busy(load_cpus), 3),
         "foreign_cpu_cores": round(max(0.0, task_s - ours_s) / wall, 3),
+        "steal_cpu_cores": round(
+            sum(b["per_cpu"][c]["steal"] - a["per_cpu"][c]["steal"] for c in b["per_cpu"]) / HZ / wall, 3),
     }
 
 
@@ -700,7 +703,7 @@ def cache_bound(args, procs, h, upstream, threads, setup_times):
         log(f"  {path:12s} {res['rps']:>8,.0f} rps  {res['requests']:,} requests in {res['duration_s']:.1f}s "
             f"({len(res['chunks'])} wrk runs), rss {res['rss_before_mb']:.1f} -> peak {res['peak_rss_mb']:.1f} "
             f"-> {res['rss_after_mb']:.1f} MB, cpu sut {res['sut_cpu_busy']:.0%} load {res['load_cpu_busy']:.0%} "
-            f"foreign {res['foreign_cpu_cores']:.2f}{err}")
+            f"foreign {res['foreign_cpu_cores']:.2f} steal {res['steal_cpu_cores']:.2f}{err}")
         routes[name] = res
     return {
         "tokens": args.cache_tokens,
@@ -1149,7 +1152,7 @@ def main():
                     err = f" ERRORS {res['errors']}" if res["errors"] else ""
                     rss = f", rss {res['peak_rss_mb']:.1f} MB" if res.get("peak_rss_mb") else ""
                     cpu = (f", cpu sut {res['sut_cpu_busy']:.0%} load {res['load_cpu_busy']:.0%}"
-                           f" foreign {res['foreign_cpu_cores']:.2f}")
+                           f" foreign {res['foreign_cpu_cores']:.2f} steal {res['steal_cpu_cores']:.2f}")
                     log(f"  round {r + 1} {who:9s} {res['rps']:>10,.0f} rps  p99 {res['p99_ms']:.2f} ms{rss}{cpu}{err}")
             results[name] = {"gatehouse": sa, "peer": sb}
 
@@ -1184,6 +1187,7 @@ def main():
             "samples": {"gatehouse": sa, "peer": sb},
             "failed_requests": errors,
             "max_foreign_cpu_cores": max((x.get("foreign_cpu_cores", 0) for x in sa + sb), default=0),
+            "max_steal_cpu_cores": max((x.get("steal_cpu_cores", 0) for x in sa + sb), default=0),
         }
         tw = next((w for w in WORKLOADS if w[0] == name), None)
         if tw:
@@ -1269,6 +1273,12 @@ def print_table(full, meta, args):
               + ", ".join(f"{n} {c:.2f}" for n, c in noisy.items()) + " -- those numbers are noisy.")
     else:
         print("No other process used measurable CPU during the samples (foreign CPU <= 0.05 cores).")
+    stolen = {n: v["max_steal_cpu_cores"] for n, v in full.items() if v["max_steal_cpu_cores"] > 0.02}
+    if stolen:
+        print("NOTE: the hypervisor took CPU time from this VM during some samples (steal, cores, max per "
+              "workload): " + ", ".join(f"{n} {c:.2f}" for n, c in stolen.items()) + " -- those numbers are noisy.")
+    else:
+        print("The hypervisor took no measurable CPU time from this VM (steal <= 0.02 cores).")
     print()
 
 
