@@ -289,9 +289,12 @@ async fn in_process_introspection_forwards_what_http_introspection_does() {
     let issued = identity_setup(&http, &base, "Local and remote").await;
     let encoded = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", issued.client_id, issued.secret));
-    // The same listener under another host name is not one of this process's issuer URLs,
-    // so the plugin calls it over HTTP.
-    let over_http = issued.issuer.replacen("://127.0.0.1:", "://localhost:", 1);
+    // The same listener under its IPv4-mapped IPv6 address is not one of this process's
+    // issuer URLs (those are the public URL, 127.0.0.1 and localhost), so the plugin calls it
+    // over HTTP.
+    let over_http = issued
+        .issuer
+        .replacen("://127.0.0.1:", "://[::ffff:127.0.0.1]:", 1);
     assert_ne!(over_http, issued.issuer, "issuer {}", issued.issuer);
     let entities = format!(
         "{base}/v2/control-planes/{}/core-entities",
