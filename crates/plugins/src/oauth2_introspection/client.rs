@@ -80,12 +80,10 @@ pub struct IntrospectionClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: http::Uri,
     /// The headers of every call: the defaults, then the custom headers, which override them
-    /// (spec A.4).
+    /// (spec A.4) and the per-request `X-Request-*` headers too.
     headers: HeaderMap,
     token_type_hint: Option<String>,
     introspect_request: bool,
-    /// Custom headers also override the per-request `X-Request-*` headers.
-    custom: Vec<(HeaderName, HeaderValue)>,
     timeout: Option<Duration>,
     /// The endpoint is this process's own: its handler and path.
     local: Option<(Arc<dyn LocalIntrospection>, String)>,
@@ -151,7 +149,6 @@ impl IntrospectionClient {
             headers,
             token_type_hint: config.token_type_hint.clone(),
             introspect_request: config.introspect_request,
-            custom: config.custom_introspection_headers.clone(),
             timeout: config.timeout,
             local: local.and_then(|l| {
                 l.local_path(&config.introspection_url)
@@ -204,14 +201,14 @@ impl IntrospectionClient {
         if !self.introspect_request {
             return (Cow::Borrowed(&self.headers), form);
         }
+        // The base headers hold an `X-Request-*` name only when a custom header set it.
         let mut h = self.headers.clone();
-        let custom = |name: &HeaderName| self.custom.iter().any(|(n, _)| n == name);
-        if !custom(&X_REQUEST_HTTP_METHOD)
+        if !self.headers.contains_key(&X_REQUEST_HTTP_METHOD)
             && let Ok(v) = HeaderValue::from_str(info.method.as_str())
         {
             h.insert(X_REQUEST_HTTP_METHOD.clone(), v);
         }
-        if !custom(&X_REQUEST_PATH)
+        if !self.headers.contains_key(&X_REQUEST_PATH)
             && let Ok(v) = HeaderValue::from_str(info.path)
         {
             h.insert(X_REQUEST_PATH.clone(), v);
