@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use gatehouse_core::gateway::{Consumer, CoreEntity, Plugin as PluginEntity, Route, Service};
-use gatehouse_proxy::context::RequestCtx;
+use gatehouse_proxy::context::{RequestCtx, RequestId};
 use gatehouse_proxy::plugin::Flow;
 use gatehouse_proxy::snapshot::{self, InstanceCache, Snapshot};
 use gatehouse_proxy::{ProxyBody, ProxyRequest, empty_body, full_body};
@@ -43,11 +43,14 @@ pub fn bearer(token: &str) -> ProxyRequest {
     )
 }
 
+/// The request id of every context [`ctx`] makes.
+pub const TEST_REQUEST_ID: &str = "0000000000007e570000000000000001";
+
 /// A fresh context on `snapshot`.
 pub fn ctx(snapshot: &Arc<Snapshot>) -> RequestCtx {
     RequestCtx::new(
         snapshot.clone(),
-        "test-request-id".into(),
+        RequestId::from_parts(0x7e57, 1),
         "127.0.0.1:40000".parse().unwrap(),
     )
 }

@@ -3,12 +3,83 @@
 
 use crate::snapshot::{RouteRuntime, Snapshot};
 use gatehouse_core::gateway::Consumer;
+use http::HeaderValue;
 use serde_json::{Map, Value};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// A request's id: 32 lowercase hex digits like Kong's, a random per-process prefix and a
+/// counter. Held inline (no allocation); reads as a `&str` wherever one is wanted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId([u8; 32]);
+
+impl RequestId {
+    /// The next id of this process.
+    pub fn next() -> Self {
+        // The prefix's digits are written once; each id writes only its counter's.
+        static PREFIX: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| hex16(rand::random()));
+        let mut id = [0u8; 32];
+        id[..16].copy_from_slice(prefix);
+        id[16..].copy_from_slice(&hex16(COUNTER.fetch_add(1, Ordering::Relaxed)));
+        Self(id)
+    }
+
+    /// The id made of `prefix` and `counter` (16 hex digits each).
+    pub fn from_parts(prefix: u64, counter: u64) -> Self {
+        let mut id = [0u8; 32];
+        id[..16].copy_from_slice(&hex16(prefix));
+        id[16..].copy_from_slice(&hex16(counter));
+        Self(id)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only hex digits are ever stored, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.0).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// `word` as 16 lowercase hex digits.
+fn hex16(word: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    digits
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// What an authentication plugin established about the caller (never the raw token).
 #[derive(Debug, Clone, Default)]
@@ -32,7 +103,7 @@ pub struct RequestCtx {
     /// Regex captures of the matched route path (empty for prefix paths).
     pub uri_captures: gatehouse_router::Captures,
     /// The id sent upstream and to the client as `X-Gatehouse-Request-Id`.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The TCP peer.
     pub client_addr: SocketAddr,
     /// When the request arrived.
@@ -48,7 +119,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A fresh context.
-    pub fn new(snapshot: Arc<Snapshot>, request_id: String, client_addr: SocketAddr) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, request_id: RequestId, client_addr: SocketAddr) -> Self {
         Self {
             snapshot,
             route: None,
@@ -80,5 +151,31 @@ impl RequestCtx {
         self.consumer = consumer;
         self.anonymous = false;
         self.credential = Some(credential);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let a = RequestId::next();
+        let b = RequestId::next();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+            assert_eq!(id.header_value().to_str().unwrap(), id.as_str());
+            assert_eq!(id.to_string(), id.as_str());
+        }
+        assert_eq!(a.as_str()[..16], b.as_str()[..16], "one prefix per process");
+        assert_eq!(
+            RequestId::from_parts(0xabc, 0x12).as_str(),
+            "0000000000000abc0000000000000012"
+        );
     }
 }

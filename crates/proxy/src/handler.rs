@@ -2,7 +2,7 @@
 //! phase, build the upstream request (spec C.4–C.5), send it with the service's timeouts and
 //! retries, and stream the response back with the gateway's headers (spec C.6).
 
-use crate::context::RequestCtx;
+use crate::context::{RequestCtx, RequestId};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::h1;
@@ -15,7 +15,6 @@ use http::{Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -24,22 +23,6 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gatehouse-reque
 static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-upstream-latency");
 static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-proxy-latency");
 static X_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-gatehouse-response-latency");
-
-/// Request ids: a random per-process prefix and a counter, 32 hex characters like Kong's.
-pub(crate) fn next_request_id() -> String {
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let prefix = *PREFIX.get_or_init(rand::random);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = [0u8; 32];
-    for (digits, word) in id.chunks_exact_mut(16).zip([prefix, n]) {
-        for (i, digit) in digits.iter_mut().enumerate() {
-            *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
-        }
-    }
-    String::from_utf8(id.to_vec()).unwrap_or_default()
-}
 
 /// What the server knows about the connection a request came in on, with the header values
 /// every request on it sends upstream prepared once.
@@ -113,9 +96,8 @@ pub async fn handle(
     conn: &ConnInfo,
 ) -> Reply {
     let snapshot = gw.snapshot();
-    let mut ctx = RequestCtx::new(snapshot, next_request_id(), conn.peer);
-    let request_id =
-        HeaderValue::from_str(&ctx.request_id).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let mut ctx = RequestCtx::new(snapshot, RequestId::next(), conn.peer);
+    let request_id = ctx.request_id.header_value();
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
     let result = proxy(&mut ctx, parts, body, conn, &request_id, &mut executed).await;
@@ -309,6 +291,7 @@ async fn proxy(
             method,
             read_timeout,
             deadline: tokio::time::Instant::from_std(started) + header_timeout,
+            started,
         };
         match service.pool.send(request).await {
             Ok(resp) => {
@@ -476,6 +459,16 @@ pub(crate) fn via_element(version: http::Version) -> &'static str {
     }
 }
 
+/// The whole `Via` field line (name, value, CRLF) when this hop's element is its only one.
+pub(crate) fn via_field(version: http::Version) -> &'static [u8] {
+    match version {
+        http::Version::HTTP_10 => concat!("via: 1.0 gatehouse/", env!("CARGO_PKG_VERSION"), "\r\n"),
+        http::Version::HTTP_2 => concat!("via: 2 gatehouse/", env!("CARGO_PKG_VERSION"), "\r\n"),
+        _ => concat!("via: 1.1 gatehouse/", env!("CARGO_PKG_VERSION"), "\r\n"),
+    }
+    .as_bytes()
+}
+
 fn append_via(headers: &mut HeaderMap, version: http::Version) {
     let ours = via_element(version);
     let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
@@ -542,7 +535,7 @@ fn write_upstream_headers(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwardi
     } else {
         h1::write_field(out, b"x-forwarded-for", peer_ip);
     }
-    h1::write_field(out, b"x-forwarded-proto", b"http");
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     write_checked(
         out,
         b"x-forwarded-host",
@@ -564,7 +557,7 @@ fn write_upstream_headers(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwardi
         list.extend_from_slice(VIA_TOKEN.as_bytes());
         h1::write_field(out, b"via", &list);
     } else {
-        h1::write_field(out, b"via", via_element(http::Version::HTTP_11).as_bytes());
+        out.extend_from_slice(via_field(http::Version::HTTP_11));
     }
     h1::write_field(out, b"x-gatehouse-request-id", fwd.request_id.as_bytes());
 }
@@ -608,4 +601,23 @@ pub fn https_redirect(status: u16, host: Option<&str>, uri: &Uri) -> Option<Resp
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static(SERVER_TOKEN));
     Some(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_field_is_the_via_element_as_a_field_line() {
+        for version in [
+            http::Version::HTTP_10,
+            http::Version::HTTP_11,
+            http::Version::HTTP_2,
+        ] {
+            assert_eq!(
+                via_field(version),
+                format!("via: {}\r\n", via_element(version)).as_bytes()
+            );
+        }
+    }
 }

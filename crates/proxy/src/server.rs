@@ -8,12 +8,13 @@
 //! carries ([`ClientBody`]), so it streams upstream at the client's pace; the connection goes
 //! on to the next request only once that body was read to its end (otherwise it closes).
 
+use crate::ProxyBody;
+use crate::context::RequestId;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
 use crate::h1::{self, HeadError};
-use crate::handler::{ConnInfo, Forward, Reply, handle, next_request_id, via_element};
-use crate::{ProxyBody, SERVER_TOKEN};
+use crate::handler::{ConnInfo, Forward, Reply, handle, via_field};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -143,7 +144,7 @@ impl Connection {
                 Wait::Head(head) => head,
                 Wait::Close => return,
                 Wait::Refuse(e) => {
-                    let resp = e.response(&next_request_id(), None);
+                    let resp = e.response(&RequestId::next(), None);
                     let version = Version::HTTP_11;
                     let written = write_response(
                         &self.stream,
@@ -273,7 +274,7 @@ impl Connection {
         let framing = match request_framing(&mut parts) {
             Ok(f) => f,
             Err(e) => {
-                let resp = e.response(&next_request_id(), parts.headers.get(header::ACCEPT));
+                let resp = e.response(&RequestId::next(), parts.headers.get(header::ACCEPT));
                 write_response(
                     &self.stream,
                     out,
@@ -360,6 +361,9 @@ async fn linger_close(stream: &TcpStream) {
 
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// The `Server` field line of a forwarded response that has none ([`crate::SERVER_TOKEN`]).
+const SERVER_FIELD: &[u8] =
+    concat!("server: gatehouse/", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
 
 /// How the request body is delimited (RFC 9112 §6.3); `None` for no body. Ambiguous framing
 /// (`Transfer-Encoding` with `Content-Length`, or not ending in chunked) is refused, as the
@@ -592,9 +596,9 @@ fn write_forward_head(
     for (name, value) in head.forwarded_fields() {
         h1::write_field(out, name, value);
     }
-    h1::write_field(out, b"via", via_element(head.version).as_bytes());
+    out.extend_from_slice(via_field(head.version));
     if !head.has_server() {
-        h1::write_field(out, b"server", SERVER_TOKEN.as_bytes());
+        out.extend_from_slice(SERVER_FIELD);
     }
     write_number_field(
         out,
@@ -843,5 +847,18 @@ impl Body for ClientBody {
             BodyFraming::Length(remaining) => SizeHint::with_exact(remaining),
             BodyFraming::Chunked(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_field_names_the_server_token() {
+        assert_eq!(
+            SERVER_FIELD,
+            format!("server: {}\r\n", crate::SERVER_TOKEN).as_bytes()
+        );
     }
 }

@@ -191,6 +191,11 @@ pub struct UpstreamRequest<'a> {
     /// When sending the request and receiving the response head must be done by (connecting
     /// is bounded by the pool's connect timeout on its own).
     pub deadline: tokio::time::Instant,
+    /// When this attempt began. The pool takes it as "now" when it picks an idle connection
+    /// and as the time the connection was last used when it comes back, rather than reading
+    /// the clock twice more per request; both make a connection look older than it is, so
+    /// the idle timeout can only close one early, never reuse one late.
+    pub started: Instant,
 }
 
 /// An upstream response: its head as received, its body streaming from the connection.
@@ -225,13 +230,14 @@ impl HostPool {
             method,
             read_timeout,
             deadline,
+            started,
         } = req;
         let head_method = *method == Method::HEAD;
         // A reused connection the upstream closed just as the request went out: sent once more
         // (RFC 9110 §9.2.2: only idempotent requests, and only ones without a body).
         let mut may_resend = matches!(body, RequestBody::Empty) && method.is_idempotent();
         loop {
-            let (mut conn, reused) = match self.take_idle() {
+            let (mut conn, reused) = match self.take_idle(started) {
                 Some(conn) => (conn, true),
                 // Boxed: connecting (name resolution included) is a large future that most
                 // requests never run, and it would otherwise make every request's future as big.
@@ -250,8 +256,14 @@ impl HostPool {
             };
             match exchanged {
                 Ok((head, framing, reusable)) => {
-                    let body =
-                        UpstreamBody::new(self.clone(), conn, framing, reusable, read_timeout);
+                    let body = UpstreamBody::new(
+                        self.clone(),
+                        conn,
+                        framing,
+                        reusable,
+                        read_timeout,
+                        started,
+                    );
                     return Ok(UpstreamResponse { head, body });
                 }
                 Err(Attempt::NoResponse(_)) if reused && may_resend => may_resend = false,
@@ -270,7 +282,9 @@ impl HostPool {
         }
     }
 
-    fn take_idle(&self) -> Option<Conn> {
+    /// The most recently returned open connection of this worker, if one is left that has
+    /// not been idle longer than the idle timeout at `now`.
+    fn take_idle(&self, now: Instant) -> Option<Conn> {
         let worker = workers::current();
         loop {
             let conn = {
@@ -278,7 +292,7 @@ impl HostPool {
                 // The most recently returned connection of this worker: other workers'
                 // connections belong to their reactors.
                 let at = idle.iter().rposition(|e| e.conn.worker == worker)?;
-                if idle[at].since.elapsed() > IDLE_TIMEOUT {
+                if now.saturating_duration_since(idle[at].since) > IDLE_TIMEOUT {
                     // The stack is ordered by return time: everything below is older still.
                     idle.drain(..=at);
                     return None;
@@ -291,16 +305,19 @@ impl HostPool {
         }
     }
 
-    fn put(&self, conn: Conn) {
-        let now = Instant::now();
+    /// Returns `conn`, last used at `since` (or later), to the idle stack.
+    fn put(&self, conn: Conn, since: Instant) {
         let mut idle = self.idle.lock();
         // Expired connections (the oldest, at the bottom of the stack) are closed whenever one
         // comes back, so a burst's connections do not linger after traffic has calmed down.
         let expired =
-            idle.partition_point(|e| now.saturating_duration_since(e.since) > IDLE_TIMEOUT);
+            idle.partition_point(|e| since.saturating_duration_since(e.since) > IDLE_TIMEOUT);
         idle.drain(..expired);
         if idle.len() < MAX_IDLE {
-            idle.push(IdleConn { conn, since: now });
+            // The stack stays ordered by `since`: a connection returned after the one on top
+            // was last used no earlier than that one, whenever its exchange began.
+            let since = idle.last().map_or(since, |top| top.since.max(since));
+            idle.push(IdleConn { conn, since });
         }
     }
 
@@ -586,6 +603,9 @@ pub struct UpstreamBody {
     reusable: bool,
     ended: bool,
     timeout: Duration,
+    /// When the exchange began: the connection's last use as far as the pool's idle timeout
+    /// is concerned (see [`UpstreamRequest::started`]).
+    started: Instant,
     /// Created the first time the body has to wait, armed only while waiting.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     armed: bool,
@@ -612,6 +632,7 @@ impl UpstreamBody {
         framing: Framing,
         reusable: bool,
         timeout: Duration,
+        started: Instant,
     ) -> Self {
         let mut body = Self {
             pool,
@@ -620,6 +641,7 @@ impl UpstreamBody {
             reusable,
             ended: false,
             timeout,
+            started,
             sleep: None,
             armed: false,
         };
@@ -637,7 +659,7 @@ impl UpstreamBody {
             && self.reusable
             && conn.buf.is_empty()
         {
-            self.pool.put(conn);
+            self.pool.put(conn, self.started);
         }
     }
 
@@ -758,22 +780,63 @@ mod tests {
 
         workers::set_current(0);
         let conn = pool.connect().await.unwrap();
-        pool.put(conn);
+        pool.put(conn, Instant::now());
         workers::set_current(2);
         assert!(
-            pool.take_idle().is_none(),
+            pool.take_idle(Instant::now()).is_none(),
             "worker 0's connection is not worker 2's"
         );
         let conn = pool.connect().await.unwrap();
         assert_eq!(conn.worker, 2);
-        pool.put(conn);
+        pool.put(conn, Instant::now());
 
         workers::set_current(0);
-        assert_eq!(pool.take_idle().map(|c| c.worker), Some(0));
-        assert!(pool.take_idle().is_none(), "the one left is worker 2's");
+        assert_eq!(pool.take_idle(Instant::now()).map(|c| c.worker), Some(0));
+        assert!(
+            pool.take_idle(Instant::now()).is_none(),
+            "the one left is worker 2's"
+        );
         workers::set_current(2);
-        assert_eq!(pool.take_idle().map(|c| c.worker), Some(2));
+        assert_eq!(pool.take_idle(Instant::now()).map(|c| c.worker), Some(2));
         workers::set_current(0);
+        keeper.abort();
+    }
+
+    #[tokio::test]
+    async fn idle_age_counts_from_the_exchange_start_and_the_stack_stays_ordered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let keeper = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let pools = UpstreamPools::default();
+        let pool = pools.get("127.0.0.1", port, 1000);
+        workers::set_current(0);
+        let now = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(10);
+
+        // An exchange that began more than the idle timeout ago: its connection is not reused.
+        let conn = pool.connect().await.unwrap();
+        pool.put(conn, now - IDLE_TIMEOUT - Duration::from_secs(1));
+        assert!(
+            pool.take_idle(now).is_none(),
+            "idle too long, counted from its start"
+        );
+        assert!(pool.idle.lock().is_empty(), "and closed");
+
+        // A long exchange returned after a short one that began later: it takes the later
+        // time, so the stack stays ordered and the bottom is always the oldest.
+        let short = pool.connect().await.unwrap();
+        let long = pool.connect().await.unwrap();
+        pool.put(short, now - Duration::from_secs(5));
+        pool.put(long, now - Duration::from_secs(50));
+        let since: Vec<Instant> = pool.idle.lock().iter().map(|e| e.since).collect();
+        assert_eq!(since, [now - Duration::from_secs(5); 2]);
+        assert!(pool.take_idle(now).is_some());
+        assert!(pool.take_idle(now).is_some());
+        assert!(pool.take_idle(now).is_none());
         keeper.abort();
     }
 }

@@ -1623,7 +1623,7 @@ async fn failures_are_logged_without_the_token() {
     assert!(text.contains("timed out"), "{text}");
     assert!(text.contains("access token not active"), "{text}");
     assert!(text.contains("anonymous consumer does not exist"), "{text}");
-    assert!(text.contains("test-request-id"), "{text}");
+    assert!(text.contains(TEST_REQUEST_ID), "{text}");
     assert!(!text.contains("SECRET-TOKEN"), "{text}");
     assert!(!text.contains("Y2xpZW50OnNlY3JldA=="), "{text}");
     // The identity server's error body is neither logged nor sent.

@@ -78,7 +78,7 @@ async fn default_message_follows_accept() {
     );
     assert_eq!(
         body_json(resp.into_body()).await,
-        json!({"message": "The upstream server is currently unavailable", "request_id": "test-request-id"})
+        json!({"message": "The upstream server is currently unavailable", "request_id": TEST_REQUEST_ID})
     );
     let resp = responded(
         run(
@@ -89,7 +89,7 @@ async fn default_message_follows_accept() {
     );
     assert_eq!(
         body_string(resp.into_body()).await,
-        "The upstream server is currently unavailable\nrequest_id: test-request-id\n"
+        format!("The upstream server is currently unavailable\nrequest_id: {TEST_REQUEST_ID}\n")
     );
 
     let p = instance(json!({"status_code": 403, "message": "So long"}));
