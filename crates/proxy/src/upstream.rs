@@ -764,11 +764,11 @@ impl Body for UpstreamBody {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn idle_connections_stay_with_the_worker_that_opened_them() {
+    /// A pool for an upstream that accepts and keeps every connection open, so that none
+    /// looks closed when reused; abort the task when done.
+    async fn pool_on_keeper() -> (UpstreamPools, Arc<HostPool>, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        // Accepts and keeps every connection open, so that none looks closed when reused.
         let keeper = tokio::spawn(async move {
             let mut open = Vec::new();
             while let Ok((stream, _)) = listener.accept().await {
@@ -777,6 +777,12 @@ mod tests {
         });
         let pools = UpstreamPools::default();
         let pool = pools.get("127.0.0.1", port, 1000);
+        (pools, pool, keeper)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_stay_with_the_worker_that_opened_them() {
+        let (_pools, pool, keeper) = pool_on_keeper().await;
 
         workers::set_current(0);
         let conn = pool.connect().await.unwrap();
@@ -804,16 +810,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_age_counts_from_the_exchange_start_and_the_stack_stays_ordered() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let keeper = tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                open.push(stream);
-            }
-        });
-        let pools = UpstreamPools::default();
-        let pool = pools.get("127.0.0.1", port, 1000);
+        let (_pools, pool, keeper) = pool_on_keeper().await;
         workers::set_current(0);
         let now = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(10);
 
