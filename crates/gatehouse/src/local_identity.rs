@@ -61,11 +61,7 @@ impl LocalIntrospection for LocalIdentity {
             token_sha256,
         )
         .await?;
-        Ok(answer.unwrap_or_else(|| {
-            let mut inactive = serde_json::Map::new();
-            inactive.insert("active".into(), false.into());
-            Arc::new(inactive)
-        }))
+        Ok(answer.unwrap_or_else(gatehouse_identity::runtime::inactive_introspection))
     }
 }
 

@@ -328,6 +328,17 @@ pub struct Identity {
     hash_permits: Semaphore,
 }
 
+/// The RFC 7662 answer for a token that is not live, `{"active": false}`: one map, shared.
+pub fn inactive_introspection() -> Arc<serde_json::Map<String, serde_json::Value>> {
+    static INACTIVE: std::sync::LazyLock<Arc<serde_json::Map<String, serde_json::Value>>> =
+        std::sync::LazyLock::new(|| {
+            let mut answer = serde_json::Map::with_capacity(1);
+            answer.insert("active".into(), false.into());
+            Arc::new(answer)
+        });
+    INACTIVE.clone()
+}
+
 /// SHA-256 of a token: the only form in which tokens are used as keys.
 pub fn token_hash(token: &str) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, token.as_bytes());
@@ -721,7 +732,7 @@ impl Identity {
 
     /// RFC 7662 answer for `token`, whose [`token_hash`] is `hash` (the caller's to compute: the
     /// gateway has it already), when it is live: `active: true` and its claims, shared with the
-    /// verification cache. `None` means `{"active": false}`.
+    /// verification cache. `None` means [`inactive_introspection`].
     pub fn introspect(
         &self,
         server: &ServerRuntime,
