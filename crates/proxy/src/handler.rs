@@ -88,23 +88,19 @@ impl Reply {
     }
 }
 
-/// Handles one request: its head and its body.
-pub async fn handle(
-    gw: &Gateway,
-    parts: http::request::Parts,
-    body: ProxyBody,
-    conn: &ConnInfo,
-) -> Reply {
+/// Handles one request. `req` arrives with the head and body as the client sent them (its
+/// `upstream_path` is set here, after routing); it is taken by reference so that the head, a
+/// few hundred bytes, stays where the connection parsed it.
+pub async fn handle(gw: &Gateway, req: &mut ProxyRequest, conn: &ConnInfo) -> Reply {
     let snapshot = gw.snapshot();
     let mut ctx = RequestCtx::new(snapshot, RequestId::next(), conn.peer);
     let request_id = ctx.request_id.header_value();
-    let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut executed: Vec<Arc<PluginInstance>> = Vec::new();
-    let result = proxy(&mut ctx, parts, body, conn, &request_id, &mut executed).await;
+    let result = proxy(&mut ctx, req, conn, &request_id, &mut executed).await;
     let mut reply = match result {
         Ok(reply) => reply,
         Err(e) => {
-            let mut resp = e.response(&ctx.request_id, accept.as_ref());
+            let mut resp = e.response(&ctx.request_id, req.parts.headers.get(header::ACCEPT));
             resp.headers_mut()
                 .insert(X_RESPONSE_LATENCY.clone(), millis_since(ctx.started));
             Reply::Parts(resp)
@@ -133,8 +129,7 @@ pub async fn handle(
 
 async fn proxy(
     ctx: &mut RequestCtx,
-    mut parts: http::request::Parts,
-    body: ProxyBody,
+    req: &mut ProxyRequest,
     conn: &ConnInfo,
     request_id: &HeaderValue,
     executed: &mut Vec<Arc<PluginInstance>>,
@@ -143,13 +138,14 @@ async fn proxy(
     // Hop-by-hop headers, including those the client names in `Connection`, go before any
     // plugin runs: otherwise `Connection: X-Anonymous-Consumer` would strip a header a plugin
     // set for the upstream.
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut req.parts.headers);
+    let parts = &req.parts;
     // The request as it came, for routing and the forwarding headers after plugins may have
     // changed it: shared copies of the head's bytes, not new strings.
     let uri = parts.uri.clone();
     let raw_path = uri.path();
     let path = gatehouse_router::normalize_path(raw_path).map_err(|_| GatewayError::BadRequest)?;
-    let host_source = request_host(&parts);
+    let host_source = request_host(parts);
     let host = host_source.as_ref().and_then(RequestHost::as_str);
     let (route, prefix_len) = {
         let snapshot = &ctx.snapshot;
@@ -184,25 +180,20 @@ async fn proxy(
         .service
         .as_ref()
         .and_then(|s| s.service.path.as_deref());
-    let upstream_path = gatehouse_router::upstream_path(
+    req.upstream_path = gatehouse_router::upstream_path(
         service_path,
         &path,
         prefix_len,
         route.route.strip_path,
         route.path_handling,
     );
-    let mut req = ProxyRequest {
-        parts,
-        body,
-        upstream_path,
-    };
 
     for slot in &route.plugins {
         let consumer = ctx.consumer.as_ref().map(|c| c.id);
         let Some(inst) = slot.resolve(consumer).cloned() else {
             continue;
         };
-        let flow = inst.plugin.access(ctx, &mut req).await;
+        let flow = inst.plugin.access(ctx, req).await;
         executed.push(inst.clone());
         match flow {
             Ok(Flow::Continue) => {}
@@ -225,11 +216,9 @@ async fn proxy(
     };
     let svc = &service.service;
 
-    let ProxyRequest {
-        parts: mut req_parts,
-        body: req_body,
-        upstream_path,
-    } = req;
+    let req_parts = &mut req.parts;
+    let upstream_path = &req.upstream_path;
+    let req_body = std::mem::replace(&mut req.body, crate::empty_body());
     // The upstream gets the request target in origin form, `path?query`.
     let query = req_parts.uri.query().or_else(|| {
         req_parts
@@ -238,7 +227,7 @@ async fn proxy(
             .is_some_and(|p| p.as_str().ends_with('?'))
             .then_some("")
     });
-    if !h1::is_safe_target(&upstream_path) || query.is_some_and(|q| !h1::is_safe_target(q)) {
+    if !h1::is_safe_target(upstream_path) || query.is_some_and(|q| !h1::is_safe_target(q)) {
         return Err(GatewayError::BadRequest);
     }
 
@@ -264,7 +253,7 @@ async fn proxy(
 
     let method = &req_parts.method;
     let mut head = Vec::with_capacity(384 + 48 * headers.len());
-    h1::write_request_line(&mut head, method, &upstream_path, query);
+    h1::write_request_line(&mut head, method, upstream_path, query);
     write_upstream_headers(&mut head, headers, &forwarding);
     head.extend_from_slice(b"\r\n");
 

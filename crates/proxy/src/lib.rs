@@ -41,6 +41,18 @@ pub struct ProxyRequest {
     pub upstream_path: String,
 }
 
+impl ProxyRequest {
+    /// Lets go of what the last request held (its head's bytes, an unread body) while keeping
+    /// the header map's allocation for the next request parsed into it.
+    pub(crate) fn clear(&mut self) {
+        self.parts.headers.clear();
+        self.parts.uri = http::Uri::default();
+        self.parts.extensions.clear();
+        self.body = empty_body();
+        self.upstream_path.clear();
+    }
+}
+
 /// A body with these bytes.
 pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())

@@ -8,13 +8,13 @@
 //! carries ([`ClientBody`]), so it streams upstream at the client's pace; the connection goes
 //! on to the next request only once that body was read to its end (otherwise it closes).
 
-use crate::ProxyBody;
 use crate::context::RequestId;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::h1::chunked::{self, Chunk, ChunkedDecoder};
 use crate::h1::{self, HeadError};
 use crate::handler::{ConnInfo, Forward, Reply, handle, via_field};
+use crate::{ProxyBody, ProxyRequest};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -122,9 +122,9 @@ enum Woke {
 }
 
 /// What ended the wait for a request head.
-#[allow(clippy::large_enum_variant)] // made once per request and moved once: no box wanted
 enum Wait {
-    Head(http::request::Parts),
+    /// A complete head, parsed into the connection's request.
+    Head,
     /// The client closed, timed out, or the proxy is shutting down: close quietly.
     Close,
     /// A malformed or oversized head: answer, then close.
@@ -139,9 +139,19 @@ impl Connection {
         // waits cost no timer registration per request.
         let header_deadline = tokio::time::sleep(HEADER_TIMEOUT);
         tokio::pin!(header_deadline);
+        // The request being served: each head is parsed into it where it lies, and the header
+        // map's allocation serves every request of the connection.
+        let mut req = ProxyRequest {
+            parts: http::Request::new(()).into_parts().0,
+            body: crate::empty_body(),
+            upstream_path: String::new(),
+        };
         loop {
-            let head = match self.read_head(&mut buf, header_deadline.as_mut()).await {
-                Wait::Head(head) => head,
+            match self
+                .read_head(&mut buf, header_deadline.as_mut(), &mut req.parts)
+                .await
+            {
+                Wait::Head => {}
                 Wait::Close => return,
                 Wait::Refuse(e) => {
                     let resp = e.response(&RequestId::next(), None);
@@ -159,8 +169,10 @@ impl Connection {
                     }
                     return;
                 }
-            };
-            match self.exchange(head, &mut buf, &mut out).await {
+            }
+            let exchanged = self.exchange(&mut req, &mut buf, &mut out).await;
+            req.clear();
+            match exchanged {
                 Ok(true) if !self.stopping() => {}
                 Ok(_) => return linger_close(&self.stream).await,
                 Err(_) => return,
@@ -168,18 +180,19 @@ impl Connection {
         }
     }
 
-    /// Reads until a complete request head is in `buf`.
+    /// Reads until a complete request head is in `buf`, and parses it into `parts`.
     async fn read_head(
         &mut self,
         buf: &mut BytesMut,
         mut deadline: Pin<&mut tokio::time::Sleep>,
+        parts: &mut http::request::Parts,
     ) -> Wait {
         let waiting_since = tokio::time::Instant::now();
         loop {
             if !buf.is_empty() {
-                match h1::parse_request(buf, MAX_HEADER_BYTES) {
-                    Ok(Some(head)) => return Wait::Head(head),
-                    Ok(None) => {}
+                match h1::parse_request(buf, MAX_HEADER_BYTES, parts) {
+                    Ok(true) => return Wait::Head,
+                    Ok(false) => {}
                     Err(HeadError::TooLarge) => return Wait::Refuse(GatewayError::HeadersTooLarge),
                     Err(_) => return Wait::Refuse(GatewayError::BadRequest),
                 }
@@ -261,17 +274,19 @@ impl Connection {
         })
     }
 
-    /// One request and its response; `Ok(true)` when the connection can carry another.
+    /// One request (its head parsed into `req`) and its response; `Ok(true)` when the
+    /// connection can carry another.
     async fn exchange(
         &mut self,
-        mut parts: http::request::Parts,
+        req: &mut ProxyRequest,
         buf: &mut BytesMut,
         out: &mut Vec<u8>,
     ) -> io::Result<bool> {
+        let parts = &mut req.parts;
         let version = parts.version;
         let method_head = parts.method == Method::HEAD;
         let mut keep_alive = h1::keeps_alive(version, &parts.headers);
-        let framing = match request_framing(&mut parts) {
+        let framing = match request_framing(parts) {
             Ok(f) => f,
             Err(e) => {
                 let resp = e.response(&RequestId::next(), parts.headers.get(header::ACCEPT));
@@ -314,7 +329,11 @@ impl Connection {
                 (body.boxed_unsync(), Some(shared))
             }
         };
-        let resp = handle(&self.gateway, parts, body, &self.info).await;
+        req.body = body;
+        let resp = handle(&self.gateway, req, &self.info).await;
+        // A body the handler did not take (the request was answered before it went upstream)
+        // lets go of the connection's body state before the state is read.
+        req.body = crate::empty_body();
         if let Some(shared) = shared {
             // The connection continues only after the whole request body was read.
             let mut state = shared.lock();

@@ -1107,6 +1107,30 @@ async fn speaks_http1_on_the_wire() {
     assert!(text.ends_with("}") || text.ends_with("}\n"), "{text}");
     assert!(text.contains("connection: close\r\n"));
 
+    // Each request on a connection is parsed into the same place: nothing of one request's
+    // head reaches the upstream with the next.
+    let text = text_of(
+        raw_exchange(
+            env.proxy,
+            b"GET /anything/first?q=1 HTTP/1.1\r\nHost: a\r\nX-First-Only: yes\r\n\r\n\
+          GET /anything/second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "",
+            b"",
+        )
+        .await,
+    );
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    let second = text.find("/anything/second").unwrap();
+    assert!(
+        text[..second].to_ascii_lowercase().contains("x-first-only"),
+        "{text}"
+    );
+    assert!(
+        !text[second..].to_ascii_lowercase().contains("x-first-only"),
+        "{text}"
+    );
+    assert!(!text[second..].contains("q=1"), "{text}");
+
     // HTTP/1.0 without keep-alive: the proxy answers and closes; an upstream body of unknown
     // length goes to a 1.0 client delimited by the close, to a 1.1 client chunked.
     let raw = raw_exchange(

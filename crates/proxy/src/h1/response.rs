@@ -35,7 +35,13 @@ enum Kind {
 /// A field name's kind: the length picks the few candidates, one case-insensitive compare
 /// settles it.
 fn kind(name: &[u8]) -> Kind {
-    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    // The arm's length is `name`'s; every byte is compared with no early return, so the
+    // compare vectorizes.
+    let is = |s: &str| {
+        name.iter()
+            .zip(s.as_bytes())
+            .fold(true, |same, (a, b)| same & (a.to_ascii_lowercase() == *b))
+    };
     match name.len() {
         2 if is("te") => Kind::Hop,
         3 if is("via") => Kind::Via,
@@ -294,6 +300,36 @@ mod tests {
         }
         for name in ["content-length", "x-a", "via", "tee"] {
             assert!(!super::is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn field_kinds_are_told_apart_in_any_case_and_not_by_length_alone() {
+        use super::{Kind, kind};
+        for (name, want) in [
+            ("te", Kind::Hop),
+            ("via", Kind::Via),
+            ("date", Kind::Date),
+            ("server", Kind::Server),
+            ("trailer", Kind::Hop),
+            ("upgrade", Kind::Hop),
+            ("connection", Kind::Connection),
+            ("keep-alive", Kind::Hop),
+            ("content-length", Kind::ContentLength),
+            ("proxy-connection", Kind::Hop),
+            ("transfer-encoding", Kind::TransferEncoding),
+            ("proxy-authenticate", Kind::Hop),
+            ("proxy-authorization", Kind::Hop),
+        ] {
+            assert_eq!(kind(name.as_bytes()), want, "{name}");
+            assert_eq!(kind(name.to_ascii_uppercase().as_bytes()), want, "{name}");
+            // The same length, one byte off at either end.
+            let mut last = name.as_bytes().to_vec();
+            *last.last_mut().unwrap() = b'x';
+            assert_eq!(kind(&last), Kind::Other, "{name}");
+            let mut first = name.as_bytes().to_vec();
+            first[0] = b'x';
+            assert_eq!(kind(&first), Kind::Other, "{name}");
         }
     }
 
