@@ -583,11 +583,17 @@ def cpu_report(a, b, sut_cpus, load_cpus):
         idle = sum(b["per_cpu"][c]["idle"] - a["per_cpu"][c]["idle"] for c in cpus)
         return 1.0 - idle / max(1, tot)
 
+    def used_s(cpus):
+        """CPU seconds the set spent on tasks and interrupts (loopback TCP runs in softirq)."""
+        return sum(b["per_cpu"][c][k] - a["per_cpu"][c][k] for c in cpus for k in ("task", "irq")) / HZ
+
     task_s = sum(b["per_cpu"][c]["task"] - a["per_cpu"][c]["task"] for c in b["per_cpu"]) / HZ
     ours_s = (b["ours"] - a["ours"]) / HZ + (b["children_s"] - a["children_s"])
     return {
         "sut_cpu_busy": round(busy(sut_cpus), 3),
         "load_cpu_busy": round(busy(load_cpus), 3),
+        "sut_cpu_s": round(used_s(sut_cpus), 3),
+        "load_cpu_s": round(used_s(load_cpus), 3),
         "foreign_cpu_cores": round(max(0.0, task_s - ours_s) / wall, 3),
         "steal_cpu_cores": round(
             sum(b["per_cpu"][c]["steal"] - a["per_cpu"][c]["steal"] for c in b["per_cpu"]) / HZ / wall, 3),
@@ -602,6 +608,11 @@ def measure(args, procs, spec, duration):
     before = cpu_snapshot(pgids)
     res = run_wrk(args, spec, duration)
     res.update(cpu_report(before, cpu_snapshot(pgids), cpu_list(args.sut_cpus), cpu_list(args.load_cpus)))
+    # CPU per request on each set: what a request costs the system under test, whichever core
+    # limited the throughput.
+    if res["requests"]:
+        res["sut_us_per_req"] = round(res["sut_cpu_s"] * 1e6 / res["requests"], 2)
+        res["load_us_per_req"] = round(res["load_cpu_s"] * 1e6 / res["requests"], 2)
     if pid:
         res["peak_rss_mb"] = rss_peak_mb(pid)
         res["peak_rss_since"] = "sample start" if reset else "process start"
@@ -911,6 +922,14 @@ def fmt_rate(s):
     return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
 
+def fmt_cost(v):
+    """SUT CPU microseconds per request, Gatehouse / peer (medians), and their ratio."""
+    g, p = v.get("gatehouse_sut_us_per_req"), v.get("peer_sut_us_per_req")
+    if not g or not p:
+        return "-"
+    return f"{g['median']:.1f}/{p['median']:.1f} ({v['sut_cost_ratio']:.2f}x)"
+
+
 def fmt_ms(s):
     if s is None:
         return "n/a"
@@ -1183,9 +1202,22 @@ def main():
         }
         if errors:
             failed.append(f"{name}: {errors} failed requests (non-2xx/3xx, socket errors or timeouts)")
+        gcost, pcost = summarize(sa, "sut_us_per_req"), summarize(sb, "sut_us_per_req")
         full[name] = {
             "summary": entry,
             "gatehouse_rps": ga, "peer_rps": pa, "gatehouse_p99_ms": ga99, "peer_p99_ms": pa99,
+            "gatehouse_sut_us_per_req": gcost, "peer_sut_us_per_req": pcost,
+            "gatehouse_load_us_per_req": summarize(sa, "load_us_per_req"),
+            "peer_load_us_per_req": summarize(sb, "load_us_per_req"),
+            # < 1: a request costs the system under test's CPUs less on Gatehouse than on the peer.
+            "sut_cost_ratio": (round(gcost["median"] / pcost["median"], 3)
+                               if gcost and pcost and pcost["median"] else None),
+            # Both sides' throughput was held by the load CPUs (wrk + upstream), not the SUT's:
+            # the rps ratio then says little, the SUT cost per request says how the sides compare.
+            "load_bound": bool(sb) and all(
+                statistics.median(x["load_cpu_busy"] for x in side)
+                > statistics.median(x["sut_cpu_busy"] for x in side)
+                for side in (sa, sb)),
             "round_ratios": [x["rps"] / y["rps"] for x, y in zip(sa, sb)] if sb else None,
             "samples": {"gatehouse": sa, "peer": sb},
             "failed_requests": errors,
@@ -1242,7 +1274,8 @@ def target_met(name, s, tgt):
 
 def print_table(full, meta, args):
     targets = {w[0]: (w[1], w[2], w[3]) for w in WORKLOADS}
-    rows = [("workload", "Gatehouse rps (min-max)", "peer rps (min-max)", "ratio", "target", "GH p99 ms", "peer p99 ms", "GH RSS MB", "peer")]
+    rows = [("workload", "Gatehouse rps (min-max)", "peer rps (min-max)", "ratio", "target", "GH p99 ms", "peer p99 ms",
+             "SUT us/req GH/peer", "GH RSS MB", "peer")]
     for name, v in full.items():
         s = v["summary"]
         if name in targets:
@@ -1259,6 +1292,7 @@ def print_table(full, meta, args):
             target,
             fmt_ms(v["gatehouse_p99_ms"]),
             fmt_ms(v["peer_p99_ms"]) if v["peer_p99_ms"] else "-",
+            fmt_cost(v),
             f"{s['gatehouse_peak_rss_mb']:.1f}" if s["gatehouse_peak_rss_mb"] is not None else "-",
             peer_desc,
         ))
@@ -1267,9 +1301,14 @@ def print_table(full, meta, args):
     print(f"Gatehouse benchmark ({meta['mode']}): {m['rounds']} rounds x {m['duration_s']}s, {m['wrk']}, "
           f"SUT on CPU {m['sut_cpus']}, wrk+upstream on CPU {m['load_cpus']}; median (min-max)")
     for i, r in enumerate(rows):
-        print("  ".join(c.ljust(widths[j]) if j in (0, 4, 8) else c.rjust(widths[j]) for j, c in enumerate(r)).rstrip())
+        print("  ".join(c.ljust(widths[j]) if j in (0, 4, 9) else c.rjust(widths[j]) for j, c in enumerate(r)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    bound = [n for n, v in full.items() if v.get("load_bound")]
+    if bound:
+        print("NOTE: on both sides the load CPUs (wrk + upstream) were busier than the SUT's: "
+              + ", ".join(bound) + " -- their throughput is held by the load core; "
+              "SUT us/req (a request's CPU time on the SUT's core, softirq included) compares the sides there.")
     noisy = {n: v["max_foreign_cpu_cores"] for n, v in full.items() if v["max_foreign_cpu_cores"] > 0.05}
     if noisy:
         print("NOTE: processes outside the benchmark used CPU during some samples (cores, max per workload): "
