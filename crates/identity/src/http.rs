@@ -350,7 +350,8 @@ async fn introspect(
 /// `POST {path}` (an issuer's `/{slug}/introspect`) answered in this process, without HTTP,
 /// for the gateway's `oauth2-introspection` plugin: the same client authentication and the
 /// same answer as the HTTP endpoint. `Ok(Some)` is a live token's answer (shared, not
-/// copied), `Ok(None)` `{"active": false}` ([`crate::runtime::inactive_introspection`]), `Err` the status the endpoint would have answered.
+/// copied), `Ok(None)` `{"active": false}` ([`crate::runtime::inactive_introspection`]),
+/// `Err` the status the endpoint would have answered.
 /// `token_sha256` is the SHA-256 of the form's `token` (the gateway's cache key), which spares
 /// hashing the token a second time.
 pub async fn introspect_in_process(

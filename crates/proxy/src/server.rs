@@ -330,10 +330,9 @@ impl Connection {
             }
         };
         req.body = body;
-        let resp = handle(&self.gateway, req, &self.info).await;
         // A body the handler did not take (the request was answered before it went upstream)
-        // lets go of the connection's body state before the state is read.
-        req.body = crate::empty_body();
+        // stays in `req` until the connection clears it after the response.
+        let resp = handle(&self.gateway, req, &self.info).await;
         if let Some(shared) = shared {
             // The connection continues only after the whole request body was read.
             let mut state = shared.lock();
