@@ -87,9 +87,13 @@ impl<S: Send + Sync> FromRequest<S> for KongJson {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| KongError::BadRequest(format!("the body could not be read: {e}")))?;
+        let bytes =
+            Bytes::from_request(req, state)
+                .await
+                .map_err(|e| match crate::body_refusal(&e) {
+                    Some((status, message)) => KongError::Refused(status, message.into()),
+                    None => KongError::BadRequest(format!("the body could not be read: {e}")),
+                })?;
         if bytes.is_empty() {
             return Ok(Self(json!({})));
         }

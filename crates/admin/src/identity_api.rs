@@ -89,9 +89,13 @@ pub struct JsonBody(pub serde_json::Value);
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("the body could not be read: {e}")))?;
+        let bytes =
+            Bytes::from_request(req, state)
+                .await
+                .map_err(|e| match crate::body_refusal(&e) {
+                    Some((status, message)) => ApiError::Refused(status, message.into()),
+                    None => ApiError::BadRequest(format!("the body could not be read: {e}")),
+                })?;
         if bytes.is_empty() {
             return Err(ApiError::BadRequest("a JSON body is required".into()));
         }

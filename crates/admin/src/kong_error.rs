@@ -43,6 +43,9 @@ pub enum KongError {
     NotFound,
     /// 405.
     MethodNotAllowed,
+    /// A request refused before its handler ran (408, 413, 414, a second `Host`), with
+    /// Kong's style of message.
+    Refused(StatusCode, String),
     /// 500; the cause was logged.
     Internal,
 }
@@ -114,6 +117,7 @@ impl KongError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"message": "Method not allowed"}),
             ),
+            Self::Refused(status, m) => (*status, json!({"message": m})),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"message": "An unexpected error occurred"}),

@@ -71,6 +71,7 @@ pub fn router(state: AdminState, auth: auth::AdminAuth) -> Router {
         .route("/status", get(status))
         .merge(protected)
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     // The walkthrough POSTs to `…/core-entities/plugins/`: Kong and Konnect accept a trailing
     // slash, so the path loses it before routing.
@@ -109,6 +110,48 @@ async fn fallback(uri: http::Uri) -> axum::response::Response {
     } else {
         kong_error::KongError::NotFound.into_response()
     }
+}
+
+/// A request refused before its handler ran, in the format of the API `path` belongs to.
+pub fn refusal(path: &str, status: http::StatusCode, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if auth::is_konnect_path(path) {
+        problem::ApiError::Refused(status, message.to_owned()).into_response()
+    } else {
+        kong_error::KongError::Refused(status, message.to_owned()).into_response()
+    }
+}
+
+/// The admin listener's answer to a request refused at the edge (URI length, `Host`).
+pub fn edge_error(
+    uri: &http::Uri,
+    e: gatehouse_listener::serve::EdgeError,
+) -> axum::response::Response {
+    refusal(uri.path(), e.status(), e.message())
+}
+
+/// Why a body could not be read, when the client is to blame for more than its syntax: too
+/// large (413) or too slow (408). `None` for a body that was cut or malformed.
+pub(crate) fn body_refusal(
+    e: &axum::extract::rejection::BytesRejection,
+) -> Option<(http::StatusCode, &'static str)> {
+    use gatehouse_listener::body::{BodyFailure, failure};
+    match failure(e) {
+        BodyFailure::TooLarge => Some((
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large",
+        )),
+        BodyFailure::TimedOut => Some((http::StatusCode::REQUEST_TIMEOUT, "Request timeout")),
+        BodyFailure::Broken => None,
+    }
+}
+
+async fn method_not_allowed(uri: http::Uri) -> axum::response::Response {
+    refusal(
+        uri.path(),
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+    )
 }
 
 /// This process's node id (Kong's `node_id`): random per start, like a DB-less Kong node's.

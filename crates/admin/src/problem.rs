@@ -27,6 +27,10 @@ pub enum ApiError {
     /// 409 with a sentence.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A request refused before its handler ran (405, 408, 413, 414, a second `Host`), with
+    /// a sentence.
+    #[error("refused: {1}")]
+    Refused(StatusCode, String),
     /// 500; the cause was logged.
     #[error("internal error")]
     Internal,
@@ -73,6 +77,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Refused(status, _) => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,7 +89,9 @@ impl IntoResponse for ApiError {
         let title = status.canonical_reason().unwrap_or("Error");
         let detail = match &self {
             Self::Invalid(_) => "Invalid Parameters".to_owned(),
-            Self::BadRequest(d) | Self::Forbidden(d) | Self::Conflict(d) => d.clone(),
+            Self::BadRequest(d) | Self::Forbidden(d) | Self::Conflict(d) | Self::Refused(_, d) => {
+                d.clone()
+            }
             Self::Unauthorized => {
                 "A valid admin token is required (Authorization: Bearer <token>)".into()
             }

@@ -7,7 +7,9 @@
 //! the Admin API returns, and that JSON is also what the store keeps, so one shape serves the
 //! wire, the database and the proxy's snapshot.
 
-use crate::kong_schema::{FieldErrors, KongReader, invalid_name_message, valid_name};
+use crate::kong_schema::{
+    FieldErrors, KongReader, MAX_NAME_CHARS, invalid_name_message, valid_name,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -468,7 +470,10 @@ fn entity_reader(input: Value) -> Result<KongReader, FieldErrors> {
 
 fn read_name(r: &mut KongReader, key: &str) -> Option<String> {
     let name = r.string(key)?;
-    if !valid_name(&name) {
+    if name.chars().count() > MAX_NAME_CHARS {
+        r.errors
+            .add(key, format!("length must be at most {MAX_NAME_CHARS}"));
+    } else if !valid_name(&name) {
         r.errors.add(key, invalid_name_message(&name));
     }
     Some(name)
@@ -782,6 +787,12 @@ impl Consumer {
         for (f, v) in [("username", &username), ("custom_id", &custom_id)] {
             if v.as_deref() == Some("") {
                 r.errors.add(f, "length must be at least 1");
+            } else if v
+                .as_deref()
+                .is_some_and(|v| v.chars().count() > MAX_NAME_CHARS)
+            {
+                r.errors
+                    .add(f, format!("length must be at most {MAX_NAME_CHARS}"));
             }
         }
         let tags = r.tags();

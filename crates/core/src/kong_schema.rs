@@ -330,6 +330,11 @@ impl KongReader {
     pub fn tags(&mut self) -> Option<Vec<String>> {
         let tags = self.strings("tags", true)?;
         for t in &tags {
+            if t.chars().count() > MAX_NAME_CHARS {
+                self.errors
+                    .add("tags", format!("length must be at most {MAX_NAME_CHARS}"));
+                return None;
+            }
             if !valid_tag(t) {
                 self.errors.add(
                     "tags",
@@ -352,6 +357,10 @@ impl KongReader {
         self.errors.result()
     }
 }
+
+/// The longest entity name (and tag) accepted. Kong sets none; without one a single entity
+/// with a megabyte name rides along in every list (docs/compatibility.md).
+pub const MAX_NAME_CHARS: usize = 512;
 
 /// Kong's `utf8_name`: ASCII limited to alphanumerics and `. - _ ~`; other UTF-8 allowed.
 pub fn valid_name(s: &str) -> bool {

@@ -13,11 +13,15 @@ use gatehouse_admin::{AdminState, GatewayAdmin, router as admin_router};
 use gatehouse_core::gateway::ProxyUrl;
 use gatehouse_identity::Identity;
 use gatehouse_identity::keys::MasterKey;
+use gatehouse_listener::gate::ConnectionGate;
+use gatehouse_listener::serve::RouterListener;
+use gatehouse_listener::{ConnectionBudget, Limits};
 use gatehouse_proxy::gateway::Gateway;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 mod local_identity;
@@ -101,6 +105,77 @@ struct ServeArgs {
     /// [default: http:// and the identity listener's address].
     #[arg(long, env = "GATEHOUSE_IDENTITY_PUBLIC_URL")]
     identity_public_url: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// The edge limits of every listener (docs/security.md explains each).
+#[derive(Args, Clone)]
+struct LimitArgs {
+    /// How long a request head may take from its first byte (admin and identity: from when
+    /// the connection is ready for it, keep-alive waits included).
+    #[arg(long, env = "GATEHOUSE_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// How long a proxy keep-alive connection may wait idle for its next request.
+    #[arg(long, env = "GATEHOUSE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// The time a request body gets before --body-min-rate extends it.
+    #[arg(long, env = "GATEHOUSE_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Bytes per second of request body that earn one more second (0: --body-timeout is a
+    /// fixed bound on the whole body).
+    #[arg(long, env = "GATEHOUSE_BODY_MIN_RATE", default_value_t = 1024)]
+    body_min_rate: u64,
+    /// How long a write may wait for the client to read.
+    #[arg(long, env = "GATEHOUSE_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    send_timeout: Duration,
+    /// Longest request target (path and query), in bytes; longer gets 414.
+    #[arg(long, env = "GATEHOUSE_MAX_URI_LENGTH", default_value_t = 8192)]
+    max_uri_length: usize,
+    /// Connections the proxy listener keeps open at once [default: 3/8 of the descriptor
+    /// limit left after a reserve].
+    #[arg(long, env = "GATEHOUSE_PROXY_MAX_CONNECTIONS")]
+    proxy_max_connections: Option<usize>,
+    /// Connections the identity listener keeps open at once [default: 1/8 of it].
+    #[arg(long, env = "GATEHOUSE_IDENTITY_MAX_CONNECTIONS")]
+    identity_max_connections: Option<usize>,
+    /// Connections the admin listener keeps open at once [default: 1/16 of it, at most 256].
+    #[arg(long, env = "GATEHOUSE_ADMIN_MAX_CONNECTIONS")]
+    admin_max_connections: Option<usize>,
+    /// Connections one client address (an IPv6 /64) may hold on one listener; 0 for no limit
+    /// [default: a quarter of the listener's maximum].
+    #[arg(long, env = "GATEHOUSE_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Failed client authentications an address may make at once at the token,
+    /// introspection and revocation endpoints before it is throttled (0: never throttled).
+    #[arg(long, env = "GATEHOUSE_AUTH_FAILURE_BURST", default_value_t = 10)]
+    auth_failure_burst: u32,
+    /// A throttled address may fail once more every this long.
+    #[arg(long, env = "GATEHOUSE_AUTH_FAILURE_REFILL", default_value = "1s", value_parser = parse_duration)]
+    auth_failure_refill: Duration,
+}
+
+impl LimitArgs {
+    /// The limits of a listener whose default cap is `default_max` (`max` when given).
+    fn listener(&self, max: Option<usize>, default_max: usize) -> Limits {
+        let base = Limits::with_connections(max.unwrap_or(default_max));
+        Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+            body_min_rate: self.body_min_rate,
+            send_timeout: self.send_timeout,
+            max_uri_len: self.max_uri_length,
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or(base.max_connections_per_ip),
+            ..base
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    gatehouse_listener::parse_duration(text)
 }
 
 fn main() -> std::process::ExitCode {
@@ -168,6 +243,38 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     opts.open(path)?.write_all(text.as_bytes())
+}
+
+/// Makes `path` readable by its owner only: created empty with mode 0600 when missing (SQLite
+/// then gives its WAL and shared-memory files the same mode), tightened when others could
+/// read it. The database holds hashed secrets and encrypted keys: nobody else needs them.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "the database was readable by others; now 0600");
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_private(path, "")?;
+            }
+            Err(e) => return Err(e),
+        }
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            if let Ok(meta) = std::fs::metadata(&side)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn random_token() -> Result<String> {
@@ -278,10 +385,14 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     if std::fs::read_dir(&args.data_dir).is_err() {
         bail!("cannot read the data directory {}", args.data_dir.display());
     }
-    let database = args
-        .database
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("gatehouse.db").display().to_string());
+    let database = match &args.database {
+        Some(url) => url.clone(),
+        None => {
+            let path = args.data_dir.join("gatehouse.db");
+            make_private(&path).with_context(|| format!("cannot secure {}", path.display()))?;
+            path.display().to_string()
+        }
+    };
     let store = gatehouse_store::open(&database)
         .await
         .context("cannot open the database")?;
@@ -303,7 +414,11 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
         .unwrap_or_else(|| local_url(identity_addr));
 
     let master = master_key(&args.data_dir)?;
-    let identity = Identity::load(store.clone(), master, &public_url)
+    let throttle = gatehouse_identity::ThrottleConfig {
+        burst: args.limits.auth_failure_burst,
+        refill: args.limits.auth_failure_refill,
+    };
+    let identity = Identity::load_with(store.clone(), master, &public_url, throttle)
         .await
         .context("cannot load the identity server's configuration")?;
     identity.spawn_maintenance();
@@ -435,19 +550,50 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let budget = ConnectionBudget::current();
+    let limits = &args.limits;
+    let admin_limits = limits.listener(limits.admin_max_connections, budget.admin);
+    let identity_limits = limits.listener(limits.identity_max_connections, budget.identity);
+    let proxy_limits = limits.listener(limits.proxy_max_connections, budget.proxy);
+    tracing::info!(
+        proxy = proxy_limits.max_connections,
+        identity = identity_limits.max_connections,
+        admin = admin_limits.max_connections,
+        fd_limit = ?gatehouse_listener::fd_limit(),
+        "connection limits"
+    );
+    let router_listener = |listener, router, limits: Limits, render, role| RouterListener {
+        listener,
+        router,
+        gate: ConnectionGate::new(limits.max_connections, limits.max_connections_per_ip),
+        limits,
+        render,
+        role,
+    };
     let admin_task = tokio::spawn(
-        axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(wait(stop_rx.clone()))
-            .into_future(),
+        router_listener(
+            admin_listener,
+            admin,
+            admin_limits,
+            Arc::new(gatehouse_admin::edge_error),
+            "admin",
+        )
+        .serve(wait(stop_rx.clone())),
     );
     let identity_task = tokio::spawn(
-        axum::serve(identity_listener, issuer)
-            .with_graceful_shutdown(wait(stop_rx.clone()))
-            .into_future(),
+        router_listener(
+            identity_listener,
+            issuer,
+            identity_limits,
+            Arc::new(gatehouse_identity::http::edge_error),
+            "identity",
+        )
+        .serve(wait(stop_rx.clone())),
     );
     let proxy_workers = gatehouse_proxy::workers::spawn(
         proxy_listener.into_std()?,
         gateway,
+        gatehouse_proxy::server::Edge::new(proxy_limits),
         args.proxy_workers
             .unwrap_or_else(gatehouse_proxy::workers::default_count),
         stop_rx.clone(),
@@ -457,7 +603,6 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     let echo_task =
         echo_listener.map(|l| tokio::spawn(gatehouse_echo::serve(l, wait(stop_rx.clone()))));
     ready.store(true, Ordering::Release);
-    use std::future::IntoFuture;
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     for task in [admin_task, identity_task, proxy_task]

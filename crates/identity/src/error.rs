@@ -27,6 +27,10 @@ pub enum OAuthError {
     /// A bearer token is missing or invalid (userinfo; RFC 6750).
     #[error("invalid_token: {0}")]
     InvalidToken(String),
+    /// Too many failed client authentications from the caller's address (429 with
+    /// `Retry-After`, whole seconds rounded up).
+    #[error("temporarily_unavailable: throttled for {0:?}")]
+    Throttled(std::time::Duration),
     /// The server failed; the cause is logged, not sent.
     #[error("server_error")]
     ServerError,
@@ -43,6 +47,7 @@ impl OAuthError {
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidToken(_) => "invalid_token",
+            Self::Throttled(_) => "temporarily_unavailable",
             Self::ServerError => "server_error",
         }
     }
@@ -51,6 +56,7 @@ impl OAuthError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -65,6 +71,9 @@ impl OAuthError {
             | Self::UnsupportedGrantType(d)
             | Self::InvalidScope(d)
             | Self::InvalidToken(d) => d,
+            Self::Throttled(_) => {
+                "too many failed client authentications from this address; retry later"
+            }
             Self::ServerError => "the server could not complete the request",
         }
     }
@@ -91,6 +100,10 @@ impl IntoResponse for OAuthError {
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 );
             }
+            Self::Throttled(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
             _ => {}
         }
         resp
@@ -111,5 +124,8 @@ mod tests {
         assert_eq!(OAuthError::ServerError.status(), 500);
         let r = OAuthError::InvalidRequest("x".into()).into_response();
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let r = OAuthError::Throttled(std::time::Duration::from_millis(1500)).into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
     }
 }

@@ -5,12 +5,15 @@ use crate::error::OAuthError;
 use crate::runtime::{Identity, ServerRuntime};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
+use gatehouse_listener::body::{BodyFailure, failure};
+use gatehouse_listener::serve::EdgeError;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Largest form body the endpoints read.
@@ -36,8 +39,82 @@ pub fn router(identity: Arc<Identity>) -> Router {
             get(userinfo).post(userinfo).options(preflight),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(identity)
+}
+
+/// An OAuth-style error body (`invalid_request`) with any status: what the endpoints answer
+/// for requests refused before their grant logic (method, size, time, framing).
+fn refusal(status: StatusCode, description: &str) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(
+            serde_json::json!({"error": "invalid_request", "error_description": description}),
+        ),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The identity listener's answer to a request refused at the edge (URI length, `Host`).
+pub fn edge_error(_uri: &http::Uri, e: EdgeError) -> Response {
+    refusal(e.status(), e.message())
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    refusal(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("the method {method} is not allowed on this endpoint"),
+    )
+}
+
+/// The caller's address when the request came over the network (`None` in tests that call
+/// the router directly).
+struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// A request body read whole (at most [`MAX_FORM_BYTES`]); failures answer 413, 408 or 400
+/// in OAuth's format.
+struct FormBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for FormBody {
+    type Rejection = Response;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        Bytes::from_request(req, state)
+            .await
+            .map(FormBody)
+            .map_err(|e| match failure(&e) {
+                BodyFailure::TooLarge => refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than 64 KiB",
+                ),
+                BodyFailure::TimedOut => refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                ),
+                BodyFailure::Broken => refusal(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ),
+            })
+    }
 }
 
 async fn not_found() -> Response {
@@ -276,8 +353,9 @@ fn no_store_json(value: &impl serde::Serialize) -> Response {
 async fn token(
     State(identity): State<Arc<Identity>>,
     Issuer(s): Issuer,
+    Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     let result = async {
         let form = Form::parse(&headers, &body)?;
@@ -293,7 +371,7 @@ async fn token(
             }
         }
         let (id, secret) = client_credentials(&headers, &form)?;
-        let client = identity.authenticate(&s, &id, &secret).await?;
+        let client = identity.authenticate(&s, &id, &secret, peer).await?;
         identity
             .client_credentials(&s, client, form.get("scope"))
             .await
@@ -311,12 +389,13 @@ async fn token(
 async fn with_client_and_token<'s, 'b>(
     identity: &Identity,
     s: &'s ServerRuntime,
+    peer: Option<IpAddr>,
     headers: &HeaderMap,
     body: &'b [u8],
 ) -> Result<(&'s crate::runtime::ClientRuntime, Cow<'b, str>), OAuthError> {
     let mut form = Form::parse(headers, body)?;
     let (id, secret) = client_credentials(headers, &form)?;
-    let client = identity.authenticate(s, &id, &secret).await?;
+    let client = identity.authenticate(s, &id, &secret, peer).await?;
     let token = form
         .take("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
@@ -334,10 +413,11 @@ fn introspection_json(answer: Option<&serde_json::Map<String, serde_json::Value>
 async fn introspect(
     State(identity): State<Arc<Identity>>,
     Issuer(s): Issuer,
+    Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
-    let resp = match with_client_and_token(&identity, &s, &headers, &body).await {
+    let resp = match with_client_and_token(&identity, &s, peer, &headers, &body).await {
         Ok((_, token)) => {
             let hash = crate::runtime::token_hash(&token);
             introspection_json(identity.introspect(&s, &token, &hash).as_deref())
@@ -367,7 +447,7 @@ pub async fn introspect_in_process(
         .filter(|slug| !slug.is_empty() && !slug.contains('/'))
         .ok_or(StatusCode::NOT_FOUND)?;
     let s = identity.by_slug(slug).ok_or(StatusCode::NOT_FOUND)?;
-    let (_, token) = with_client_and_token(identity, &s, headers, body)
+    let (_, token) = with_client_and_token(identity, &s, None, headers, body)
         .await
         .map_err(|e| e.status())?;
     debug_assert_eq!(
@@ -381,10 +461,11 @@ pub async fn introspect_in_process(
 async fn revoke(
     State(identity): State<Arc<Identity>>,
     Issuer(s): Issuer,
+    Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
-    let result = match with_client_and_token(&identity, &s, &headers, &body).await {
+    let result = match with_client_and_token(&identity, &s, peer, &headers, &body).await {
         Ok((client, token)) => identity.revoke(&s, client, &token).await,
         Err(e) => Err(e),
     };
@@ -400,7 +481,7 @@ async fn userinfo(
     Issuer(s): Issuer,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     let result = async {
         let from_header = headers

@@ -11,6 +11,8 @@ pub mod jwt;
 pub mod keys;
 pub mod runtime;
 pub mod secrets;
+pub mod throttle;
 
 pub use error::OAuthError;
 pub use runtime::{Identity, RESERVED_CLAIM_NAMES, ServerRuntime, TokenResponse};
+pub use throttle::ThrottleConfig;

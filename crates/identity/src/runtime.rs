@@ -11,6 +11,7 @@ use crate::error::OAuthError;
 use crate::jwt;
 use crate::keys::{KeyError, LoadedKey, MasterKey};
 use crate::secrets::VerifiedSecrets;
+use crate::throttle::{AuthThrottle, ThrottleConfig};
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use bytes::Bytes;
@@ -22,8 +23,9 @@ use gatehouse_core::identity::{
 use gatehouse_store::{SharedStore, StoreError};
 use parking_lot::RwLock;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -326,6 +328,8 @@ pub struct Identity {
     // PBKDF2 runs on blocking threads; bound how many at once so bad secrets cannot starve
     // the machine.
     hash_permits: Semaphore,
+    /// Failed client authentications per address.
+    throttle: AuthThrottle,
 }
 
 /// The RFC 7662 answer for a token that is not live, `{"active": false}`: one map, shared.
@@ -348,11 +352,22 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 }
 
 impl Identity {
-    /// Loads every auth server and the revoked-token set, and starts the token writer.
+    /// Loads every auth server and the revoked-token set, and starts the token writer, with
+    /// the default throttling of failed client authentications.
     pub async fn load(
         store: SharedStore,
         master: MasterKey,
         public_url: &str,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        Self::load_with(store, master, public_url, ThrottleConfig::default()).await
+    }
+
+    /// [`Identity::load`] with failed client authentications throttled as `throttle` says.
+    pub async fn load_with(
+        store: SharedStore,
+        master: MasterKey,
+        public_url: &str,
+        throttle: ThrottleConfig,
     ) -> Result<Arc<Self>, RuntimeError> {
         let me = Arc::new(Self {
             writer: TokenWriter::spawn(store.clone()),
@@ -368,6 +383,7 @@ impl Identity {
             secrets: Arc::new(VerifiedSecrets::default()),
             verified: quick_cache::sync::Cache::new(100_000),
             hash_permits: Semaphore::new(2),
+            throttle: AuthThrottle::new(throttle),
         });
         me.reload_all().await?;
         me.refresh_revoked().await?;
@@ -530,44 +546,79 @@ impl Identity {
         })
     }
 
-    /// Authenticates a client of `server` by id and secret.
+    /// Authenticates a client of `server` by id and secret. `peer` is the caller's address
+    /// (`None` in process): its failures are throttled ([`crate::throttle`]), and an unknown
+    /// id costs the same PBKDF2 work as a wrong secret.
     pub async fn authenticate<'a>(
         &self,
         server: &'a ServerRuntime,
         client_id: &str,
         secret: &str,
+        peer: Option<IpAddr>,
     ) -> Result<&'a ClientRuntime, OAuthError> {
         let bad = || OAuthError::InvalidClient("client authentication failed".into());
-        let client = server.clients.get(client_id).ok_or_else(bad)?;
-        if client.client.token_endpoint_auth_method == TokenEndpointAuthMethod::None {
-            return Err(OAuthError::UnauthorizedClient(
-                "public clients cannot authenticate with a secret".into(),
-            ));
+        let client = server.clients.get(client_id);
+        if let Some(client) = client {
+            if client.client.token_endpoint_auth_method == TokenEndpointAuthMethod::None {
+                return Err(OAuthError::UnauthorizedClient(
+                    "public clients cannot authenticate with a secret".into(),
+                ));
+            }
+            // Fast path: a secret that verified before (never throttled).
+            if client
+                .secrets
+                .iter()
+                .any(|(id, _)| self.secrets.cached(*id, secret) == Some(true))
+            {
+                return Ok(client);
+            }
         }
-        // Fast path: a secret that verified before.
-        if client
-            .secrets
-            .iter()
-            .any(|(id, _)| self.secrets.cached(*id, secret) == Some(true))
-        {
-            return Ok(client);
+        if let Some(ip) = peer {
+            self.throttle
+                .check(ip, Instant::now())
+                .map_err(OAuthError::Throttled)?;
         }
         let _permit = self
             .hash_permits
             .acquire()
             .await
             .map_err(|_| OAuthError::ServerError)?;
-        for (id, hash) in &client.secrets {
-            let (id, hash, presented) = (*id, hash.clone(), secret.to_owned());
-            let secrets = self.secrets.clone();
-            let ok = tokio::task::spawn_blocking(move || secrets.check(id, &hash, &presented))
+        let verified = match client {
+            Some(client) => {
+                let mut ok = false;
+                for (id, hash) in &client.secrets {
+                    let (id, hash, presented) = (*id, hash.clone(), secret.to_owned());
+                    let secrets = self.secrets.clone();
+                    ok = tokio::task::spawn_blocking(move || secrets.check(id, &hash, &presented))
+                        .await
+                        .map_err(|_| OAuthError::ServerError)?;
+                    if ok {
+                        break;
+                    }
+                }
+                ok.then_some(client)
+            }
+            None => {
+                // The same work as a wrong secret, so that the time taken does not tell which
+                // client ids exist.
+                let presented = secret.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    crate::secrets::verify(&presented, crate::secrets::decoy_hash())
+                })
                 .await
                 .map_err(|_| OAuthError::ServerError)?;
-            if ok {
-                return Ok(client);
+                None
+            }
+        };
+        match verified {
+            Some(client) => Ok(client),
+            None => {
+                if let Some(ip) = peer {
+                    self.throttle.failed(ip, Instant::now());
+                }
+                Err(bad())
             }
         }
-        Err(bad())
     }
 
     /// The client_credentials grant: checks the grant and scopes, renders claims, signs the

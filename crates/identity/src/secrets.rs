@@ -50,6 +50,13 @@ fn hash_with(secret: &str, iterations: u32) -> String {
     )
 }
 
+/// A hash of a random secret, made once: verifying against it costs what verifying a real
+/// client's secret costs, so an unknown client id is refused as slowly as a wrong secret.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash(&Uuid::new_v4().to_string()))
+}
+
 /// Checks `secret` against a stored hash, in constant time. A malformed hash never verifies.
 pub fn verify(secret: &str, stored: &str) -> bool {
     let mut parts = stored.split('$');

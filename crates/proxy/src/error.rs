@@ -14,6 +14,12 @@ pub enum GatewayError {
     BadRequest,
     /// The request's headers are larger than the proxy accepts.
     HeadersTooLarge,
+    /// The request target is longer than the proxy accepts.
+    UriTooLong,
+    /// The client did not send its request body in time.
+    RequestTimeout,
+    /// The request body is larger than the route allows.
+    PayloadTooLarge,
     /// An https-only route was called over http (the route's redirect status decides).
     HttpsRequired,
     /// The matched route has no service and no plugin answered.
@@ -38,6 +44,9 @@ impl GatewayError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "Request header fields too large",
             ),
+            Self::UriTooLong => (StatusCode::URI_TOO_LONG, "URI too long"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "Request timeout"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded"),
             Self::HttpsRequired => (StatusCode::UPGRADE_REQUIRED, "Please use HTTPS protocol"),
             Self::NoService => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -179,6 +188,13 @@ mod tests {
                 GatewayError::HeadersTooLarge,
                 431,
                 "Request header fields too large",
+            ),
+            (GatewayError::UriTooLong, 414, "URI too long"),
+            (GatewayError::RequestTimeout, 408, "Request timeout"),
+            (
+                GatewayError::PayloadTooLarge,
+                413,
+                "Request size limit exceeded",
             ),
             (
                 GatewayError::HttpsRequired,

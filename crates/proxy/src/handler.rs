@@ -10,6 +10,7 @@ use crate::plugin::Flow;
 use crate::snapshot::{PluginInstance, RouteRuntime};
 use crate::upstream::{ExchangeError, RequestBody, UpstreamError, UpstreamRequest};
 use crate::{ProxyBody, ProxyRequest, SERVER_TOKEN, VIA_TOKEN};
+use gatehouse_listener::body::BodyFailure;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -259,11 +260,9 @@ async fn proxy(
     head.extend_from_slice(b"\r\n");
 
     let read_timeout = Duration::from_millis(u64::from(svc.read_timeout));
-    // The wait for the response head: the read timeout, plus time to connect (the pool hides
-    // whether this exchange had to connect, so the allowance for it is capped at the read
-    // timeout; connecting itself is bounded by connect_timeout).
-    let header_timeout =
-        read_timeout + Duration::from_millis(u64::from(svc.connect_timeout)).min(read_timeout);
+    // The wait for the response head is the read timeout (Kong's 60 s by default), counted
+    // from the exchange's start; connecting is bounded by connect_timeout on its own.
+    let header_timeout = read_timeout;
     let attempts = if bodiless { svc.retries + 1 } else { 1 };
     let mut body = Some(body);
     let sent_at = Instant::now();
@@ -298,10 +297,16 @@ async fn proxy(
                 let retry = e.is_retryable();
                 last_failure = match e {
                     UpstreamError::Resolve(_) => GatewayError::NameResolution,
-                    // The client's own body was malformed, cut or of the wrong length.
-                    UpstreamError::Exchange(
-                        ExchangeError::RequestBody(_) | ExchangeError::BodyLength,
-                    ) => GatewayError::BadRequest,
+                    // The client's own body was too slow, too large, malformed, cut or of
+                    // the wrong length.
+                    UpstreamError::Exchange(ExchangeError::RequestBody(e)) => {
+                        match gatehouse_listener::body::failure(&*e) {
+                            BodyFailure::TimedOut => GatewayError::RequestTimeout,
+                            BodyFailure::TooLarge => GatewayError::PayloadTooLarge,
+                            BodyFailure::Broken => GatewayError::BadRequest,
+                        }
+                    }
+                    UpstreamError::Exchange(ExchangeError::BodyLength) => GatewayError::BadRequest,
                     _ => GatewayError::BadGateway,
                 };
                 if !retry {

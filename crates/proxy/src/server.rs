@@ -16,6 +16,10 @@ use crate::h1::{self, HeadError};
 use crate::handler::{ConnInfo, Forward, Reply, handle, via_field};
 use crate::{ProxyBody, ProxyRequest};
 use bytes::{Bytes, BytesMut};
+use gatehouse_listener::body::DeadlineBody;
+use gatehouse_listener::gate::{Admission, ConnectionGate};
+use gatehouse_listener::serve::{EdgeError, check_head};
+use gatehouse_listener::{ConnectionBudget, Limits};
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -30,23 +34,44 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// Largest request head (request line and headers) accepted; bigger gets 431.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// How long a connection may take to send a complete request head, idle keep-alive time
-/// included (nginx: `client_header_timeout`, `keepalive_timeout`).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a write to the client may wait for the client to read (nginx: `send_timeout`).
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// What a proxy listener allows its clients ([`Limits`]: head and idle timeouts, body
+/// deadline, send timeout, URI and head sizes), and its connection gate.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// The limits.
+    pub limits: Arc<Limits>,
+    /// Counts the listener's connections, in all and per address.
+    pub gate: Arc<ConnectionGate>,
+}
+
+impl Edge {
+    /// An edge with `limits` and a gate sized by them.
+    pub fn new(limits: Limits) -> Edge {
+        Edge {
+            gate: ConnectionGate::new(limits.max_connections, limits.max_connections_per_ip),
+            limits: Arc::new(limits),
+        }
+    }
+}
+
+impl Default for Edge {
+    /// The default limits, with the proxy's share of the descriptor limit.
+    fn default() -> Edge {
+        Edge::new(Limits::with_connections(ConnectionBudget::current().proxy))
+    }
+}
 /// Response bodies pieces up to this size are copied next to their framing and written
 /// with it in one call; larger ones are written on their own.
 const COALESCE: usize = 16 * 1024;
 const READ_BUF: usize = 8 * 1024;
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then waits (up to 30 s) for
-/// requests in flight; idle keep-alive connections are closed at once.
+/// requests in flight; idle keep-alive connections are closed at once. Connections beyond
+/// the edge's gate are closed as they are accepted.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    edge: Edge,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
@@ -59,9 +84,14 @@ pub async fn serve(
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        gatehouse_listener::serve::accept_failed("proxy", &e).await;
+                        continue;
+                    }
+                };
+                let admission = match edge.gate.admit(peer.ip()) {
+                    Ok(a) => a,
+                    Err(refusal) => {
+                        tracing::debug!(%peer, %refusal, "connection refused");
                         continue;
                     }
                 };
@@ -70,10 +100,12 @@ pub async fn serve(
                     stream: Arc::new(stream),
                     gateway: gateway.clone(),
                     info: ConnInfo::new(peer, local),
+                    limits: edge.limits.clone(),
                     stopping: stopping.clone(),
                     stop_signal: None,
                     deadline_armed: false,
                     _live: live.clone(),
+                    _admission: admission,
                 };
                 tokio::spawn(conn.run());
             }
@@ -97,6 +129,7 @@ struct Connection {
     stream: Arc<TcpStream>,
     gateway: Arc<Gateway>,
     info: ConnInfo,
+    limits: Arc<Limits>,
     /// Changes (to `true`) when the proxy starts shutting down.
     stopping: watch::Receiver<bool>,
     /// Wakes the connection's task when `stopping` changes: made and registered at the
@@ -107,6 +140,8 @@ struct Connection {
     deadline_armed: bool,
     /// Counts the connections still open, for the shutdown drain.
     _live: Arc<()>,
+    /// The connection's slot in the listener's gate.
+    _admission: Admission,
 }
 
 /// What ended one wait for more of a request head.
@@ -135,9 +170,10 @@ impl Connection {
     async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(READ_BUF);
         let mut out = Vec::with_capacity(READ_BUF);
-        // One timer for the connection's whole life, moved only when it fires: keep-alive
-        // waits cost no timer registration per request.
-        let header_deadline = tokio::time::sleep(HEADER_TIMEOUT);
+        // One timer for the connection's whole life, moved only when it fires (or when a
+        // partial head must arrive sooner than the idle limit): keep-alive waits cost no
+        // timer registration per request.
+        let header_deadline = tokio::time::sleep(self.limits.idle_timeout);
         tokio::pin!(header_deadline);
         // The request being served: each head is parsed into it where it lies, and the header
         // map's allocation serves every request of the connection.
@@ -158,6 +194,7 @@ impl Connection {
                     let version = Version::HTTP_11;
                     let written = write_response(
                         &self.stream,
+                        self.limits.send_timeout,
                         &mut out,
                         Reply::Parts(resp),
                         version,
@@ -181,17 +218,27 @@ impl Connection {
     }
 
     /// Reads until a complete request head is in `buf`, and parses it into `parts`.
+    ///
+    /// The wait may last the idle timeout while nothing of the head has arrived, and the
+    /// header timeout from the first byte of a head that is not complete at once.
     async fn read_head(
         &mut self,
         buf: &mut BytesMut,
         mut deadline: Pin<&mut tokio::time::Sleep>,
         parts: &mut http::request::Parts,
     ) -> Wait {
-        let waiting_since = tokio::time::Instant::now();
+        let mut limit = tokio::time::Instant::now() + self.limits.idle_timeout;
+        let mut head_started = false;
         loop {
             if !buf.is_empty() {
-                match h1::parse_request(buf, MAX_HEADER_BYTES, parts) {
-                    Ok(true) => return Wait::Head,
+                match h1::parse_request(buf, self.limits.max_head_bytes, parts) {
+                    Ok(true) => {
+                        return match check_head(&parts.uri, &parts.headers, &self.limits) {
+                            Ok(()) => Wait::Head,
+                            Err(EdgeError::UriTooLong) => Wait::Refuse(GatewayError::UriTooLong),
+                            Err(EdgeError::DuplicateHost) => Wait::Refuse(GatewayError::BadRequest),
+                        };
+                    }
                     Ok(false) => {}
                     Err(HeadError::TooLarge) => return Wait::Refuse(GatewayError::HeadersTooLarge),
                     Err(_) => return Wait::Refuse(GatewayError::BadRequest),
@@ -210,11 +257,19 @@ impl Connection {
             if idle && self.stopping() {
                 return Wait::Close;
             }
+            if !idle && !head_started {
+                // Part of a head: the rest must come within the header timeout.
+                head_started = true;
+                limit = limit.min(tokio::time::Instant::now() + self.limits.header_timeout);
+                if deadline.deadline() > limit {
+                    deadline.as_mut().reset(limit);
+                    self.deadline_armed = false;
+                }
+            }
             match self.wait(deadline.as_mut(), idle).await {
                 Woke::Readable => {}
                 Woke::Failed | Woke::Stop => return Wait::Close,
                 Woke::Deadline => {
-                    let limit = waiting_since + HEADER_TIMEOUT;
                     if tokio::time::Instant::now() >= limit {
                         return Wait::Close;
                     }
@@ -292,6 +347,7 @@ impl Connection {
                 let resp = e.response(&RequestId::next(), parts.headers.get(header::ACCEPT));
                 write_response(
                     &self.stream,
+                    self.limits.send_timeout,
                     out,
                     Reply::Parts(resp),
                     version,
@@ -326,7 +382,10 @@ impl Connection {
                     // route, authentication) spares the client the upload.
                     continue_unsent: if wants_continue { CONTINUE.len() } else { 0 },
                 };
-                (body.boxed_unsync(), Some(shared))
+                (
+                    DeadlineBody::new(body, &self.limits).boxed_unsync(),
+                    Some(shared),
+                )
             }
         };
         req.body = body;
@@ -345,7 +404,16 @@ impl Connection {
         if self.stopping() {
             keep_alive = false;
         }
-        write_response(&self.stream, out, resp, version, method_head, keep_alive).await
+        write_response(
+            &self.stream,
+            self.limits.send_timeout,
+            out,
+            resp,
+            version,
+            method_head,
+            keep_alive,
+        )
+        .await
     }
 }
 
@@ -403,15 +471,15 @@ fn request_framing(parts: &mut http::request::Parts) -> Result<Option<BodyFramin
     }
 }
 
-/// Writes the whole of `data`, waiting (at most [`SEND_TIMEOUT`] each time) for the client to
-/// make room.
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+/// Writes the whole of `data`, waiting (at most `timeout` each time) for the client to make
+/// room.
+async fn write_all(stream: &TcpStream, timeout: Duration, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match stream.try_write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(SEND_TIMEOUT, stream.writable())
+                tokio::time::timeout(timeout, stream.writable())
                     .await
                     .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
             }
@@ -434,6 +502,7 @@ enum OutFraming {
 /// request.
 async fn write_response(
     stream: &TcpStream,
+    timeout: Duration,
     out: &mut Vec<u8>,
     reply: Reply,
     version: Version,
@@ -462,7 +531,7 @@ async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     if let OutFraming::None = framing {
-        write_all(stream, out).await?;
+        write_all(stream, timeout, out).await?;
         return Ok(keep_alive);
     }
     // The head waits for the body's first piece only if it is already there: a slow or
@@ -473,7 +542,7 @@ async fn write_response(
             match poll_once(&mut body).await {
                 Some(next) => next,
                 None => {
-                    write_all(stream, out).await?;
+                    write_all(stream, timeout, out).await?;
                     out.clear();
                     head_pending = false;
                     continue;
@@ -491,7 +560,7 @@ async fn write_response(
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "response body failed; closing the connection");
                 if !out.is_empty() {
-                    write_all(stream, out).await?;
+                    write_all(stream, timeout, out).await?;
                 }
                 return Ok(false);
             }
@@ -500,14 +569,16 @@ async fn write_response(
             OutFraming::Length(remaining) => {
                 if data.len() as u64 > *remaining {
                     // More than announced: the message cannot be delimited any more.
-                    write_all(stream, out).await?;
+                    write_all(stream, timeout, out).await?;
                     return Ok(false);
                 }
                 *remaining -= data.len() as u64;
-                push_data(stream, out, &data, None).await?;
+                push_data(stream, timeout, out, &data, None).await?;
             }
-            OutFraming::Chunked => push_data(stream, out, &data, Some(data.len())).await?,
-            OutFraming::Close | OutFraming::None => push_data(stream, out, &data, None).await?,
+            OutFraming::Chunked => push_data(stream, timeout, out, &data, Some(data.len())).await?,
+            OutFraming::Close | OutFraming::None => {
+                push_data(stream, timeout, out, &data, None).await?
+            }
         }
         head_pending = false;
         if body.is_end_stream() {
@@ -522,7 +593,7 @@ async fn write_response(
         _ => {}
     }
     if !out.is_empty() {
-        write_all(stream, out).await?;
+        write_all(stream, timeout, out).await?;
         out.clear();
     }
     Ok(keep_alive)
@@ -662,6 +733,7 @@ fn write_number_field(out: &mut Vec<u8>, name: &[u8], n: u64) {
 /// Appends `data` (with its chunk framing when `chunk` is set) to `out` and writes it all.
 async fn push_data(
     stream: &TcpStream,
+    timeout: Duration,
     out: &mut Vec<u8>,
     data: &Bytes,
     chunk: Option<usize>,
@@ -672,14 +744,14 @@ async fn push_data(
     if data.len() <= COALESCE {
         out.extend_from_slice(data);
     } else {
-        write_all(stream, out).await?;
+        write_all(stream, timeout, out).await?;
         out.clear();
-        write_all(stream, data).await?;
+        write_all(stream, timeout, data).await?;
     }
     if chunk.is_some() {
         out.extend_from_slice(chunked::CHUNK_END);
     }
-    write_all(stream, out).await?;
+    write_all(stream, timeout, out).await?;
     out.clear();
     Ok(())
 }

@@ -40,10 +40,12 @@ pub struct Workers {
 }
 
 /// Starts `count` proxy workers on `listener` (which must be non-blocking or is made so). They
-/// serve until `shutdown` turns `true`, then drain like [`server::serve`].
+/// share `edge` (one connection gate for the listener), serve until `shutdown` turns `true`,
+/// then drain like [`server::serve`].
 pub fn spawn(
     listener: std::net::TcpListener,
     gateway: Arc<Gateway>,
+    edge: server::Edge,
     count: NonZeroUsize,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<Workers> {
@@ -57,6 +59,7 @@ pub fn spawn(
             .enable_all()
             .build()?;
         let gateway = gateway.clone();
+        let edge = edge.clone();
         let mut shutdown = shutdown.clone();
         let (tx, rx) = oneshot::channel();
         std::thread::Builder::new()
@@ -65,7 +68,7 @@ pub fn spawn(
                 WORKER.with(|w| w.set(u32::try_from(index).unwrap_or(u32::MAX)));
                 let result = runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, gateway, async move {
+                    server::serve(listener, gateway, edge, async move {
                         let _ = shutdown.wait_for(|stop| *stop).await;
                     })
                     .await

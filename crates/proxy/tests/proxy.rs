@@ -201,6 +201,7 @@ impl Env {
         tokio::spawn(gatehouse_proxy::server::serve(
             listener,
             gateway.clone(),
+            gatehouse_proxy::server::Edge::default(),
             async {
                 let _ = stopped.await;
             },
@@ -1394,18 +1395,20 @@ async fn shutdown_closes_idle_connections_and_lets_requests_finish() {
     assert!(TcpStream::connect(env.proxy).await.is_err());
 }
 
-/// The header timeout (60 s) counts from the start of each wait for a request head: a
-/// connection that sends nothing, or half a head, is closed when it runs out; one that served
-/// a request gets the whole timeout again for the next head. Runs on the paused test clock.
+/// A connection that sends nothing is closed after the idle timeout (60 s); half a head is cut
+/// the header timeout (30 s) after its first byte; a connection that served a request gets
+/// the whole idle timeout again for the next. Runs on the paused test clock.
 #[tokio::test]
-async fn header_timeout_closes_silent_and_slow_connections() {
+async fn idle_and_header_timeouts_close_silent_and_slow_connections() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
     use tokio::time::Instant;
     let env = Env::new().await;
     env.echo_route("/echo").await;
     tokio::time::pause();
-    let timeout = gatehouse_proxy::server::HEADER_TIMEOUT;
+    let limits = gatehouse_listener::Limits::with_connections(1);
+    let (idle, header) = (limits.idle_timeout, limits.header_timeout);
+    assert!(header < idle, "the test tells the two apart");
     let second = Duration::from_secs(1);
 
     let started = Instant::now();
@@ -1413,8 +1416,16 @@ async fn header_timeout_closes_silent_and_slow_connections() {
     let mut slow = TcpStream::connect(env.proxy).await.unwrap();
     slow.write_all(b"GET /echo HTTP/1.1\r\n").await.unwrap();
     let mut kept = TcpStream::connect(env.proxy).await.unwrap();
-    assert!(!closed_within(&mut silent, timeout - 10 * second).await);
-    // 50 s in: a request on `kept`; its next head may take until 110 s.
+    // The half head is cut at the header timeout, not at the idle one.
+    assert!(!closed_within(&mut slow, header - 2 * second).await);
+    assert!(closed_within(&mut slow, 4 * second).await);
+    let cut_at = started.elapsed();
+    assert!(
+        cut_at >= header && cut_at < header + 3 * second,
+        "{cut_at:?}"
+    );
+    assert!(!closed_within(&mut silent, idle - header - 12 * second).await);
+    // 50 s in: a request on `kept`; its next head may wait until 110 s.
     kept.write_all(b"GET /echo HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .unwrap();
@@ -1422,18 +1433,17 @@ async fn header_timeout_closes_silent_and_slow_connections() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let answered = Instant::now();
     assert!(closed_within(&mut silent, 12 * second).await);
-    assert!(closed_within(&mut slow, second).await);
     let closed_at = started.elapsed();
     assert!(
-        closed_at >= timeout && closed_at < timeout + 3 * second,
+        closed_at >= idle && closed_at < idle + 3 * second,
         "{closed_at:?}"
     );
     // 62 s: `kept` is still open, and is closed once its own 60 s have passed.
-    assert!(!closed_within(&mut kept, timeout - 15 * second).await);
+    assert!(!closed_within(&mut kept, idle - 15 * second).await);
     assert!(closed_within(&mut kept, 20 * second).await);
     let idle_for = answered.elapsed();
     assert!(
-        idle_for >= timeout && idle_for < timeout + 3 * second,
+        idle_for >= idle && idle_for < idle + 3 * second,
         "{idle_for:?}"
     );
 }

@@ -239,3 +239,25 @@ fn patch_merges_plugin_config() {
         json!({"name": "demo", "config": {"url": "a", "ttl": 5}, "enabled": false})
     );
 }
+
+#[test]
+fn names_usernames_and_tags_have_a_length_limit() {
+    let at_limit = "n".repeat(MAX_NAME_CHARS);
+    let over = "n".repeat(MAX_NAME_CHARS + 1);
+    let svc =
+        |name: &str| Service::from_input(id(), json!({"name": name, "url": "http://a.test"}), 0, 0);
+    assert!(svc(&at_limit).is_ok());
+    let err = svc(&over).unwrap_err().into_value();
+    assert_eq!(err["name"], "length must be at most 512");
+    // A megabyte name is refused the same way, not stored.
+    assert!(svc(&"x".repeat(1 << 20)).is_err());
+    let err = Consumer::from_input(id(), json!({"username": over}), 0, 0)
+        .unwrap_err()
+        .into_value();
+    assert_eq!(err["username"], "length must be at most 512");
+    assert!(Consumer::from_input(id(), json!({"username": at_limit}), 0, 0).is_ok());
+    let err = Service::from_input(id(), json!({"url": "http://a.test", "tags": [over]}), 0, 0)
+        .unwrap_err()
+        .into_value();
+    assert_eq!(err["tags"], "length must be at most 512");
+}

@@ -1,0 +1,246 @@
+//! The router listener against real sockets: slow heads and bodies, connection caps, a client
+//! that does not read, and the refusals rendered by the role.
+
+use crate::Limits;
+use crate::body::{BodyFailure, failure};
+use crate::gate::ConnectionGate;
+use crate::serve::{EdgeError, RouterListener};
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn test_limits() -> Limits {
+    Limits {
+        header_timeout: Duration::from_millis(800),
+        body_timeout: Duration::from_millis(800),
+        body_min_rate: 1000,
+        send_timeout: Duration::from_millis(800),
+        max_uri_len: 64,
+        ..Limits::with_connections(8)
+    }
+}
+
+async fn read_body(body: axum::body::Body) -> Response {
+    match body.collect().await {
+        Ok(b) => format!("got {}", b.to_bytes().len()).into_response(),
+        Err(e) => match failure(&e) {
+            BodyFailure::TimedOut => StatusCode::REQUEST_TIMEOUT.into_response(),
+            BodyFailure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+            BodyFailure::Broken => StatusCode::BAD_REQUEST.into_response(),
+        },
+    }
+}
+
+/// A listener with `limits` and a gate of `per_ip` connections per address; a route that
+/// answers, one that reads its body, one with a large answer.
+async fn spawn(limits: Limits, per_ip: usize) -> (SocketAddr, Arc<ConnectionGate>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gate = ConnectionGate::new(limits.max_connections, per_ip);
+    let router = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route("/upload", post(read_body))
+        .route(
+            "/large",
+            get(|| async { vec![b'z'; 16 << 20].into_response() }),
+        );
+    let serving = RouterListener {
+        listener,
+        router,
+        limits,
+        gate: gate.clone(),
+        render: Arc::new(|uri: &http::Uri, e: EdgeError| {
+            (
+                e.status(),
+                format!(
+                    "{{\"refused\":\"{}\",\"path_len\":{}}}",
+                    e.message(),
+                    uri.path().len()
+                ),
+            )
+                .into_response()
+        }),
+        role: "test",
+    };
+    tokio::spawn(serving.serve(std::future::pending()));
+    (addr, gate)
+}
+
+/// Sends `raw` and reads until the server closes; the answer's bytes.
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const HELLO: &[u8] = b"GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
+    let (addr, gate) = spawn(test_limits(), 0).await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut closed_after = None;
+    for b in
+        b"GET /hello HTTP/1.1\r\nhost: x\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n"
+    {
+        if slow.write_all(&[*b]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // Meanwhile the listener serves others.
+        if started.elapsed() < Duration::from_millis(300) {
+            assert!(exchange(addr, HELLO).await.ends_with("hello"));
+        }
+        let mut probe = [0u8; 64];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(100), slow.read(&mut probe)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let took = closed_after.expect("the slow head was never cut");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // The slot is given back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.open() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gate.open(), 0);
+}
+
+#[tokio::test]
+async fn a_trickling_body_gets_408_and_a_steady_one_goes_through() {
+    let (addr, _) = spawn(test_limits(), 0).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await
+        {
+            out.extend_from_slice(&buf[..n]);
+            if n == 0 || out.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // 4 KB at ~8 KB/s (above the 1 KB/s minimum): read whole, though it takes longer than the
+    // base timeout.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 8192\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    for _ in 0..64 {
+        s.write_all(&[b'y'; 128]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(16)).await;
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(started.elapsed() > Duration::from_millis(900));
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("got 8192"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    let (addr, gate) = spawn(test_limits(), 2).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // A started head keeps the connection busy (and counted).
+        s.write_all(b"GET /hel").await.unwrap();
+        held.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.open() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The third from the same address is closed without an answer.
+    let refused = exchange(addr, HELLO).await;
+    assert_eq!(refused, "");
+    assert_eq!(gate.refused(), 1);
+    // One closes: the address may connect again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.open() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(exchange(addr, HELLO).await.ends_with("hello"));
+}
+
+#[tokio::test]
+async fn refusals_are_rendered_by_the_role() {
+    let (addr, _) = spawn(test_limits(), 0).await;
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "a".repeat(100)
+    );
+    let text = exchange(addr, long.as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 414"), "{text}");
+    assert!(
+        text.contains(r#""refused":"the request target is too long","path_len":101"#),
+        "{text}"
+    );
+
+    let text = exchange(
+        addr,
+        b"GET /hello HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("more than one Host field"), "{text}");
+    // The control: one Host, a short target.
+    assert!(exchange(addr, HELLO).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_dropped_after_the_send_timeout() {
+    let (addr, gate) = spawn(test_limits(), 0).await;
+    // 16 MB is more than loopback's socket buffers hold, so the server's writes block.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /large HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while gate.open() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(gate.open(), 1);
+    // Never read: the server gives up on the write and frees the slot.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.open() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gate.open(), 0, "the connection outlived the send timeout");
+    drop(s);
+}
