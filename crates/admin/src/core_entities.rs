@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use bytes::Bytes;
 use gatehouse_core::gateway::{
     Consumer, CoreEntity, EntityKind as K, Plugin, Route, Service, merge_patch,
 };
@@ -87,13 +86,12 @@ impl<S: Send + Sync> FromRequest<S> for KongJson {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|e| match crate::body_refusal(&e) {
-                    Some((status, message)) => KongError::Refused(status, message.into()),
-                    None => KongError::BadRequest(format!("the body could not be read: {e}")),
-                })?;
+        let bytes = crate::read_body(req, state)
+            .await
+            .map_err(|(refusal, e)| match refusal {
+                Some((status, message)) => KongError::Refused(status, message.into()),
+                None => KongError::BadRequest(format!("the body could not be read: {e}")),
+            })?;
         if bytes.is_empty() {
             return Ok(Self(json!({})));
         }

@@ -7,7 +7,6 @@
 use crate::AdminState;
 use crate::list::{self, Allowed, EQ, TEXT};
 use crate::problem::ApiError;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -89,13 +88,12 @@ pub struct JsonBody(pub serde_json::Value);
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|e| match crate::body_refusal(&e) {
-                    Some((status, message)) => ApiError::Refused(status, message.into()),
-                    None => ApiError::BadRequest(format!("the body could not be read: {e}")),
-                })?;
+        let bytes = crate::read_body(req, state)
+            .await
+            .map_err(|(refusal, e)| match refusal {
+                Some((status, message)) => ApiError::Refused(status, message.into()),
+                None => ApiError::BadRequest(format!("the body could not be read: {e}")),
+            })?;
         if bytes.is_empty() {
             return Err(ApiError::BadRequest("a JSON body is required".into()));
         }

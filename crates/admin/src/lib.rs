@@ -52,6 +52,10 @@ pub struct GatewayAdmin {
     pub proxy_url: Option<gatehouse_core::gateway::ProxyUrl>,
 }
 
+/// Largest admin request body read (axum's default, made explicit): larger, or announced
+/// larger, gets 413 in the API's format.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// The admin listener's router.
 pub fn router(state: AdminState, auth: auth::AdminAuth) -> Router {
     let protected = Router::new()
@@ -72,6 +76,7 @@ pub fn router(state: AdminState, auth: auth::AdminAuth) -> Router {
         .merge(protected)
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // The walkthrough POSTs to `…/core-entities/plugins/`: Kong and Konnect accept a trailing
     // slash, so the path loses it before routing.
@@ -130,13 +135,35 @@ pub fn edge_error(
     refusal(uri.path(), e.status(), e.message())
 }
 
+/// Reads a request body whole: the request's bytes, or why they cannot be had when the
+/// client is to blame for more than its syntax — too large (413, also when only announced so)
+/// or too slow (408) — or `Err(None)` with the rejection's text for a cut or malformed body.
+pub(crate) async fn read_body<S: Send + Sync>(
+    req: axum::extract::Request,
+    state: &S,
+) -> Result<bytes::Bytes, (Option<(http::StatusCode, &'static str)>, String)> {
+    use axum::extract::FromRequest;
+    if gatehouse_listener::body::announced_too_large(req.headers(), MAX_BODY_BYTES) {
+        return Err((
+            Some((
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            )),
+            String::new(),
+        ));
+    }
+    bytes::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| (body_refusal(&e), e.to_string()))
+}
+
 /// Why a body could not be read, when the client is to blame for more than its syntax: too
 /// large (413) or too slow (408). `None` for a body that was cut or malformed.
-pub(crate) fn body_refusal(
+fn body_refusal(
     e: &axum::extract::rejection::BytesRejection,
 ) -> Option<(http::StatusCode, &'static str)> {
-    use gatehouse_listener::body::{BodyFailure, failure};
-    match failure(e) {
+    use gatehouse_listener::body::{BodyFailure, rejection_failure};
+    match rejection_failure(e) {
         BodyFailure::TooLarge => Some((
             http::StatusCode::PAYLOAD_TOO_LARGE,
             "Request body too large",

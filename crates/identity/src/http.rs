@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use gatehouse_listener::body::{BodyFailure, failure};
+use gatehouse_listener::body::{BodyFailure, rejection_failure};
 use gatehouse_listener::serve::EdgeError;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::borrow::Cow;
@@ -100,7 +100,7 @@ impl<S: Send + Sync> FromRequest<S> for FormBody {
         Bytes::from_request(req, state)
             .await
             .map(FormBody)
-            .map_err(|e| match failure(&e) {
+            .map_err(|e| match rejection_failure(&e) {
                 BodyFailure::TooLarge => refusal(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "the request body is larger than 64 KiB",

@@ -41,6 +41,26 @@ pub fn failure(err: &(dyn std::error::Error + 'static)) -> BodyFailure {
     BodyFailure::Broken
 }
 
+/// Whether `headers` announce a body longer than `max` bytes (`Content-Length`): such a
+/// request is refused before its body is read, as nginx's `client_max_body_size` does.
+pub fn announced_too_large(headers: &http::HeaderMap, max: usize) -> bool {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+}
+
+/// Why axum's body extractor failed: axum itself knows a body over the route's limit (its
+/// rejection answers 413); the rest is classified by [`failure`].
+pub fn rejection_failure(r: &axum::extract::rejection::BytesRejection) -> BodyFailure {
+    if r.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        BodyFailure::TooLarge
+    } else {
+        failure(r)
+    }
+}
+
 /// A body that fails with [`BodyTimedOut`] when it has not ended by `started + allowance`,
 /// where `started` is when the body was first wanted and the allowance grows with what
 /// arrived. The timer exists only while the body waits.

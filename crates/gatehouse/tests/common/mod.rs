@@ -19,6 +19,8 @@ pub struct Node {
     pub proxy: String,
     /// The echo upstream's URL (quickstart only).
     pub echo: Option<String>,
+    /// The identity listener's URL.
+    pub identity: String,
     /// The lines printed before the node was ready.
     pub banner: Vec<String>,
     dir: std::path::PathBuf,
@@ -75,9 +77,31 @@ impl Node {
     /// Starts `gatehouse <command>` (`serve` or `quickstart`) with every listener on an
     /// ephemeral loopback port.
     pub fn start(command: &str, database: Option<&str>, extra: &[&str]) -> Node {
+        Node::start_with_fd_limit(command, database, extra, None)
+    }
+
+    /// [`Node::start`] with the process's open-descriptor limit set to `fd_limit` (by a shell's
+    /// `ulimit -n` that then `exec`s the binary).
+    pub fn start_with_fd_limit(
+        command: &str,
+        database: Option<&str>,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+    ) -> Node {
         let dir =
             std::env::temp_dir().join(format!("gatehouse-e2e-{}", uuid::Uuid::new_v4().simple()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        let mut cmd = match fd_limit {
+            None => Command::new(env!("CARGO_BIN_EXE_gatehouse")),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_gatehouse"),
+                ]);
+                sh
+            }
+        };
         cmd.args([
             command,
             "--proxy-listen",
@@ -105,7 +129,7 @@ impl Node {
         let mut child = cmd.spawn().expect("the gatehouse binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut admin, mut proxy, mut echo) = (None, None, None);
+        let (mut admin, mut proxy, mut echo, mut identity) = (None, None, None, None);
         let mut banner = Vec::new();
         for line in lines.by_ref() {
             let line = line.expect("stdout is readable");
@@ -116,6 +140,7 @@ impl Node {
             admin = admin.or(url("admin listening on "));
             proxy = proxy.or(url("proxy listening on "));
             echo = echo.or(url("echo listening on "));
+            identity = identity.or(url("identity listening on "));
             let done = line.starts_with("database: ");
             banner.push(line);
             if done {
@@ -150,6 +175,7 @@ impl Node {
             admin: admin.expect("the admin address is printed"),
             proxy: proxy.expect("the proxy address is printed"),
             echo,
+            identity: identity.expect("the identity address is printed"),
             banner,
             dir,
         }
