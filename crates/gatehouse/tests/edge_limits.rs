@@ -465,3 +465,98 @@ async fn one_address_cannot_hold_the_identity_listener() {
         .unwrap();
     assert_eq!(r.status(), 404, "another address is served");
 }
+
+/// `request-size-limiting` limits one route's bodies, announced or chunked; the route beside
+/// it takes the same body.
+#[tokio::test]
+async fn a_route_limits_its_request_bodies() {
+    let node = Node::start("serve", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let echo = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (s, svc) = admin(
+        &http,
+        Method::POST,
+        format!("{}/services", node.admin),
+        Some(json!({"name": "echo", "url": format!("{}/anything", echo.base_url())})),
+    )
+    .await;
+    assert_eq!(s, 201, "{svc}");
+    for (name, path) in [("open", "/open"), ("small", "/small")] {
+        let (s, r) = admin(
+            &http,
+            Method::POST,
+            format!("{}/services/echo/routes", node.admin),
+            Some(json!({"name": name, "paths": [path]})),
+        )
+        .await;
+        assert_eq!(s, 201, "{r}");
+    }
+    let (s, p) = admin(
+        &http,
+        Method::POST,
+        format!("{}/routes/small/plugins", node.admin),
+        Some(json!({"name": "request-size-limiting",
+                    "config": {"allowed_payload_size": 10, "size_unit": "kilobytes"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let proxy = addr(&node.proxy);
+    let body = "b".repeat(20 * 1024);
+    let chunked = |path: &str| {
+        let mut raw = format!(
+            "POST {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        for piece in body.as_bytes().chunks(4096) {
+            raw.push_str(&format!(
+                "{:x}\r\n{}\r\n",
+                piece.len(),
+                String::from_utf8_lossy(piece)
+            ));
+        }
+        raw.push_str("0\r\n\r\n");
+        raw
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .post(format!("{}/open", node.proxy))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let echoed: Value = r.json().await.unwrap();
+            assert_eq!(echoed["data"].as_str().map(str::len), Some(body.len()));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the routes were never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open = raw_exchange(proxy, chunked("/open").as_bytes()).await;
+    assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+
+    let r = http
+        .post(format!("{}/small", node.proxy))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "Request size limit exceeded"
+    );
+    let small = raw_exchange(proxy, chunked("/small").as_bytes()).await;
+    assert!(small.starts_with("HTTP/1.1 413"), "{small}");
+    assert!(small.contains("Request size limit exceeded"), "{small}");
+    let r = http
+        .post(format!("{}/small", node.proxy))
+        .body("fits")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -15,6 +15,11 @@ use tokio::time::{Instant, Sleep};
 #[error("the request body did not arrive in time")]
 pub struct BodyTimedOut;
 
+/// The body is longer than its route allows (`request-size-limiting`).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the request body is larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
 /// Why a request body could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFailure {
@@ -33,12 +38,78 @@ pub fn failure(err: &(dyn std::error::Error + 'static)) -> BodyFailure {
         if e.is::<BodyTimedOut>() {
             return BodyFailure::TimedOut;
         }
+        if e.is::<BodyTooLarge>() {
+            return BodyFailure::TooLarge;
+        }
         if e.is::<http_body_util::LengthLimitError>() {
             return BodyFailure::TooLarge;
         }
         current = e.source();
     }
     BodyFailure::Broken
+}
+
+/// A body that fails with [`BodyTooLarge`] as soon as more than `max` bytes have arrived, for
+/// bodies whose length is not announced (chunked).
+pub struct CappedBody<B> {
+    inner: B,
+    max: u64,
+    seen: u64,
+    failed: bool,
+}
+
+impl<B> CappedBody<B> {
+    /// `inner`, allowed `max` bytes.
+    pub fn new(inner: B, max: u64) -> Self {
+        CappedBody {
+            inner,
+            max,
+            seen: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<B> Body for CappedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.max {
+                        this.failed = true;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.max)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Whether `headers` announce a body longer than `max` bytes (`Content-Length`): such a
