@@ -222,6 +222,15 @@ async fn refusals_are_in_each_apis_format() {
         );
         assert!(answer.contains("Request body too large"), "{answer}");
     }
+    let slug = issuer.rsplit('/').next().unwrap();
+    let head = format!(
+        "POST /{slug}/oauth/token HTTP/1.1\r\nhost: a\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n",
+        10 << 20
+    );
+    let answer = raw_exchange(addr(&node.identity), head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("invalid_request"), "{answer}");
     let r = http
         .post(format!("{issuer}/oauth/token"))
         .header("content-type", "application/x-www-form-urlencoded")

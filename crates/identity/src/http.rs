@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use gatehouse_listener::body::{BodyFailure, rejection_failure};
+use gatehouse_listener::body::{BodyFailure, announced_too_large, rejection_failure};
 use gatehouse_listener::serve::EdgeError;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::borrow::Cow;
@@ -59,6 +59,13 @@ fn refusal(status: StatusCode, description: &str) -> Response {
     resp
 }
 
+fn too_large() -> Response {
+    refusal(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the request body is larger than 64 KiB",
+    )
+}
+
 /// The identity listener's answer to a request refused at the edge (URI length, `Host`).
 pub fn edge_error(_uri: &http::Uri, e: EdgeError) -> Response {
     refusal(e.status(), e.message())
@@ -97,14 +104,14 @@ struct FormBody(Bytes);
 impl<S: Send + Sync> FromRequest<S> for FormBody {
     type Rejection = Response;
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        if announced_too_large(req.headers(), MAX_FORM_BYTES) {
+            return Err(too_large());
+        }
         Bytes::from_request(req, state)
             .await
             .map(FormBody)
             .map_err(|e| match rejection_failure(&e) {
-                BodyFailure::TooLarge => refusal(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "the request body is larger than 64 KiB",
-                ),
+                BodyFailure::TooLarge => too_large(),
                 BodyFailure::TimedOut => refusal(
                     StatusCode::REQUEST_TIMEOUT,
                     "the request body did not arrive in time",

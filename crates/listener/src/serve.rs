@@ -34,6 +34,9 @@ pub enum EdgeError {
     UriTooLong,
     /// More than one `Host` field (RFC 9112 §3.2: 400).
     DuplicateHost,
+    /// An HTTP/1.1 request with no `Host` field and no authority in its target (RFC 9112
+    /// §3.2: 400).
+    MissingHost,
 }
 
 impl EdgeError {
@@ -41,7 +44,7 @@ impl EdgeError {
     pub fn status(self) -> StatusCode {
         match self {
             EdgeError::UriTooLong => StatusCode::URI_TOO_LONG,
-            EdgeError::DuplicateHost => StatusCode::BAD_REQUEST,
+            EdgeError::DuplicateHost | EdgeError::MissingHost => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -50,6 +53,7 @@ impl EdgeError {
         match self {
             EdgeError::UriTooLong => "the request target is too long",
             EdgeError::DuplicateHost => "the request has more than one Host field",
+            EdgeError::MissingHost => "an HTTP/1.1 request needs a Host field",
         }
     }
 }
@@ -58,8 +62,10 @@ impl EdgeError {
 pub type RenderEdgeError = Arc<dyn Fn(&http::Uri, EdgeError) -> Response + Send + Sync>;
 
 /// Checks a request head against the limits every listener applies after parsing: the
-/// target's length and a single `Host` field.
+/// target's length, and exactly one `Host` field on HTTP/1.1 (none needed when the target
+/// carries the authority).
 pub fn check_head(
+    version: http::Version,
     uri: &http::Uri,
     headers: &http::HeaderMap,
     limits: &Limits,
@@ -69,10 +75,13 @@ pub fn check_head(
         return Err(EdgeError::UriTooLong);
     }
     let mut hosts = headers.get_all(header::HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
-        return Err(EdgeError::DuplicateHost);
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(EdgeError::DuplicateHost),
+        (None, _) if version == http::Version::HTTP_11 && uri.authority().is_none() => {
+            Err(EdgeError::MissingHost)
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// One listener of a router: where it accepts, what it allows, how it renders refusals.
@@ -143,7 +152,8 @@ impl RouterListener {
                     let limits = limits.clone();
                     let render = render.clone();
                     async move {
-                        if let Err(e) = check_head(req.uri(), req.headers(), &limits) {
+                        if let Err(e) = check_head(req.version(), req.uri(), req.headers(), &limits)
+                        {
                             let mut resp = render(req.uri(), e);
                             resp.headers_mut().insert(
                                 header::CONNECTION,

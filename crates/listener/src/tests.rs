@@ -219,6 +219,12 @@ async fn refusals_are_rendered_by_the_role() {
     .await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("more than one Host field"), "{text}");
+    let text = exchange(addr, b"GET /hello HTTP/1.1\r\nconnection: close\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("needs a Host field"), "{text}");
+    // HTTP/1.0 needs none.
+    let text = exchange(addr, b"GET /hello HTTP/1.0\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
     // The control: one Host, a short target.
     assert!(exchange(addr, HELLO).await.starts_with("HTTP/1.1 200"));
 }

@@ -279,6 +279,7 @@ async fn proxy(
             body: body.take().unwrap_or(RequestBody::Empty),
             method,
             read_timeout,
+            write_timeout: Duration::from_millis(u64::from(svc.write_timeout)),
             deadline: tokio::time::Instant::from_std(started) + header_timeout,
             started,
         };

@@ -233,10 +233,17 @@ impl Connection {
             if !buf.is_empty() {
                 match h1::parse_request(buf, self.limits.max_head_bytes, parts) {
                     Ok(true) => {
-                        return match check_head(&parts.uri, &parts.headers, &self.limits) {
+                        return match check_head(
+                            parts.version,
+                            &parts.uri,
+                            &parts.headers,
+                            &self.limits,
+                        ) {
                             Ok(()) => Wait::Head,
                             Err(EdgeError::UriTooLong) => Wait::Refuse(GatewayError::UriTooLong),
-                            Err(EdgeError::DuplicateHost) => Wait::Refuse(GatewayError::BadRequest),
+                            Err(EdgeError::DuplicateHost | EdgeError::MissingHost) => {
+                                Wait::Refuse(GatewayError::BadRequest)
+                            }
                         };
                     }
                     Ok(false) => {}

@@ -186,10 +186,16 @@ pub struct UpstreamRequest<'a> {
     /// The method: `HEAD` responses have no body whatever their headers say, and only
     /// idempotent requests are sent again after a reused connection failed them.
     pub method: &'a Method,
-    /// The wait allowed between two reads of the response body.
+    /// The wait allowed between two reads of the response body, and for the response head
+    /// once a request body was sent.
     pub read_timeout: Duration,
-    /// When sending the request and receiving the response head must be done by (connecting
-    /// is bounded by the pool's connect timeout on its own).
+    /// The wait allowed for the upstream to take more of a request body (Kong's
+    /// `write_timeout`, nginx's `proxy_send_timeout`).
+    pub write_timeout: Duration,
+    /// When a request without a body must have been sent and answered with a response head
+    /// (connecting is bounded by the pool's connect timeout on its own). A request with a body
+    /// gets `read_timeout` for the head from when its body was sent instead: an upload may
+    /// take longer than the read timeout.
     pub deadline: tokio::time::Instant,
     /// When this attempt began. The pool takes it as "now" when it picks an idle connection
     /// and as the time the connection was last used when it comes back, rather than reading
@@ -212,6 +218,8 @@ enum Attempt {
     /// Nothing came back (write or read failed, or EOF, before any response byte).
     NoResponse(io::Error),
     Failed(ExchangeError),
+    /// The upstream took longer than its timeouts: to read the request, or to answer it.
+    TimedOut,
 }
 
 impl HostPool {
@@ -229,6 +237,7 @@ impl HostPool {
             mut body,
             method,
             read_timeout,
+            write_timeout,
             deadline,
             started,
         } = req;
@@ -244,16 +253,27 @@ impl HostPool {
                 None => (Box::pin(self.connect()).await?, false),
             };
             let mut timer = conn.timer.take();
-            let exchanged = within(
-                &mut timer,
-                deadline,
-                exchange(&mut conn, head, &mut body, head_method),
-            )
-            .await;
-            conn.timer = timer;
-            let Some(exchanged) = exchanged else {
-                return Err(UpstreamError::TimedOut);
+            let exchanged = if let RequestBody::Empty = body {
+                within(
+                    &mut timer,
+                    deadline,
+                    exchange_bodiless(&mut conn, head, head_method),
+                )
+                .await
+                .unwrap_or(Err(Attempt::TimedOut))
+            } else {
+                let timeouts = (read_timeout, write_timeout);
+                exchange(
+                    &mut conn,
+                    &mut timer,
+                    head,
+                    &mut body,
+                    head_method,
+                    timeouts,
+                )
+                .await
             };
+            conn.timer = timer;
             match exchanged {
                 Ok((head, framing, reusable)) => {
                     let body = UpstreamBody::new(
@@ -278,6 +298,7 @@ impl HostPool {
                     ));
                 }
                 Err(Attempt::Failed(e)) => return Err(UpstreamError::Exchange(e)),
+                Err(Attempt::TimedOut) => return Err(UpstreamError::TimedOut),
             }
         }
     }
@@ -395,42 +416,72 @@ fn still_open(conn: &Conn) -> bool {
     matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// Writes the request and reads the response head on `conn`.
+/// Writes a request without a body and reads the response head on `conn` (the caller bounds
+/// it with the request's deadline).
+async fn exchange_bodiless(
+    conn: &mut Conn,
+    head: &[u8],
+    head_method: bool,
+) -> Result<(ResponseHead, Framing, bool), Attempt> {
+    conn.stream
+        .write_all(head)
+        .await
+        .map_err(Attempt::NoResponse)?;
+    read_head(conn, head_method).await
+}
+
+/// Writes a request with its body and reads the response head on `conn`: each write may wait
+/// `write_timeout` for the upstream to take more, and the head must come within
+/// `read_timeout` of the body's end (nginx's `proxy_send_timeout` and `proxy_read_timeout`).
 async fn exchange(
     conn: &mut Conn,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     head: &[u8],
     body: &mut RequestBody,
     head_method: bool,
+    (read_timeout, write_timeout): (Duration, Duration),
 ) -> Result<(ResponseHead, Framing, bool), Attempt> {
     let written = match std::mem::replace(body, RequestBody::Empty) {
-        RequestBody::Empty => conn
-            .stream
-            .write_all(head)
-            .await
-            .map(|()| Sent::Whole)
-            .map_err(Attempt::NoResponse),
+        RequestBody::Empty => Ok(Sent::Whole),
         // Boxed for the same reason: most requests have no body.
-        RequestBody::Length(b, len) => Box::pin(write_body(conn, head, b, Some(len))).await,
-        RequestBody::Chunked(b) => Box::pin(write_body(conn, head, b, None)).await,
+        RequestBody::Length(b, len) => {
+            Box::pin(write_body(conn, head, b, Some(len), write_timeout)).await
+        }
+        RequestBody::Chunked(b) => Box::pin(write_body(conn, head, b, None, write_timeout)).await,
     };
+    let deadline = tokio::time::Instant::now() + read_timeout;
+    let answer = |conn, timer| head_within(conn, timer, deadline, head_method);
     match written {
-        Ok(Sent::Whole) => read_head(conn, head_method).await,
+        Ok(Sent::Whole) => answer(conn, timer).await,
         // The upstream answered before taking the whole body (413, 401…): its answer stands,
         // and the connection, with part of a request on it, is not used again.
-        Ok(Sent::Cut) => read_head(conn, head_method)
+        Ok(Sent::Cut) => answer(conn, timer)
             .await
             .map(|(head, framing, _)| (head, framing, false)),
         // The client's body failed: the upstream would wait for the rest forever.
         Err(e @ Attempt::Failed(ExchangeError::RequestBody(_) | ExchangeError::BodyLength)) => {
             Err(e)
         }
+        Err(Attempt::TimedOut) => Err(Attempt::TimedOut),
         // The upstream may have answered and closed before taking the whole body; its answer
         // is the better outcome. Otherwise the write failure is what went wrong.
-        Err(write) => read_head(conn, head_method)
+        Err(write) => answer(conn, timer)
             .await
             .map(|(head, framing, _)| (head, framing, false))
             .map_err(|_| write),
     }
+}
+
+/// [`read_head`] by `deadline`, on the connection's timer.
+async fn head_within(
+    conn: &mut Conn,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: tokio::time::Instant,
+    head_method: bool,
+) -> Result<(ResponseHead, Framing, bool), Attempt> {
+    within(timer, deadline, read_head(conn, head_method))
+        .await
+        .unwrap_or(Err(Attempt::TimedOut))
 }
 
 /// How much of a request went out.
@@ -445,6 +496,7 @@ async fn write_body(
     head: &[u8],
     mut body: ProxyBody,
     len: Option<u64>,
+    write_timeout: Duration,
 ) -> Result<Sent, Attempt> {
     conn.stream
         .write_all(head)
@@ -471,21 +523,25 @@ async fn write_body(
                 out.extend_from_slice(chunked::CHUNK_END);
             }
         }
-        if let Sent::Cut = write_watching(conn, &out).await? {
+        if let Sent::Cut = write_watching(conn, &out, write_timeout).await? {
             return Ok(Sent::Cut);
         }
     }
     match len {
         Some(len) if sent != len => Err(Attempt::Failed(ExchangeError::BodyLength)),
         Some(_) => Ok(Sent::Whole),
-        None => write_watching(conn, chunked::LAST_CHUNK).await,
+        None => write_watching(conn, chunked::LAST_CHUNK, write_timeout).await,
     }
 }
 
 /// Writes `data`, but stops as soon as the upstream sends something (an early answer while
 /// the body is still going out: an upstream that answers and stops reading would otherwise
 /// leave the write waiting until the response deadline).
-async fn write_watching(conn: &mut Conn, mut data: &[u8]) -> Result<Sent, Attempt> {
+async fn write_watching(
+    conn: &mut Conn,
+    mut data: &[u8],
+    write_timeout: Duration,
+) -> Result<Sent, Attempt> {
     let fail = |e: io::Error| Attempt::Failed(ExchangeError::Io(e));
     while !data.is_empty() {
         match conn.stream.try_write(data) {
@@ -494,6 +550,7 @@ async fn write_watching(conn: &mut Conn, mut data: &[u8]) -> Result<Sent, Attemp
                 let stream = &conn.stream;
                 tokio::select! {
                     ready = stream.writable() => ready.map_err(fail)?,
+                    () = tokio::time::sleep(write_timeout) => return Err(Attempt::TimedOut),
                     ready = stream.readable() => {
                         ready.map_err(fail)?;
                         h1::reserve_read(&mut conn.buf, READ_BUF);

@@ -1447,3 +1447,69 @@ async fn idle_and_header_timeouts_close_silent_and_slow_connections() {
         "{idle_for:?}"
     );
 }
+
+/// An upload that takes longer than the service's read timeout goes through: the wait for the
+/// answer counts from the body's end (nginx's proxy_read_timeout), not from the request's
+/// start. A silent upstream still times out `read_timeout` after the body.
+#[tokio::test]
+async fn an_upload_longer_than_the_read_timeout_is_answered() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new().await;
+    let s = env
+        .service(json!({"url": format!("{}/anything", env.echo.base_url()), "read_timeout": 600}))
+        .await;
+    env.route(json!({"paths": ["/upload"]}), Some(s)).await;
+    let mut stream = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 5000\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        stream.write_all(&[b'u'; 500]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (head, body) = read_response(&mut stream).await;
+    assert!(
+        started.elapsed() > Duration::from_millis(1200),
+        "the upload took its time"
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let echoed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed["data"].as_str().map(str::len), Some(5000));
+
+    // The control: an upstream that takes the body and never answers is cut 600 ms later.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = silent.accept().await {
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 65536];
+                use tokio::io::AsyncReadExt;
+                while let Ok(n) = conn.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let s = env
+        .service(json!({"url": format!("http://{silent_addr}/"), "read_timeout": 600}))
+        .await;
+    env.route(json!({"paths": ["/silent"]}), Some(s)).await;
+    let started = std::time::Instant::now();
+    let r = env
+        .client
+        .post(env.url("/silent"))
+        .body("x".repeat(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}

@@ -83,7 +83,7 @@ async fn an_unannounced_body_is_cut_at_the_limit_as_it_streams() {
 
     let mut big = request("POST", "/", &[], "0123456789x");
     continued(run(&p, &mut big).await).await;
-    let err = big.body.collect().await.err().expect("the body is cut");
+    let err = big.body.collect().await.expect_err("the body is cut");
     assert_eq!(failure(&*err), BodyFailure::TooLarge);
 
     // require_content_length refuses it instead.
