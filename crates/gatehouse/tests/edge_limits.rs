@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node, admin, client};
+use common::{ADMIN_TOKEN, Node, StartOptions, admin, client};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
@@ -379,8 +379,15 @@ async fn the_proxy_refuses_two_hosts_long_targets_and_trickling_bodies() {
 /// and the admin and proxy listeners keep answering.
 #[tokio::test]
 async fn a_flooded_listener_leaves_the_others_serving() {
-    let node =
-        Node::start_with_fd_limit("serve", None, &["--max-connections-per-ip", "0"], Some(256));
+    let node = Node::start_opts(
+        "serve",
+        None,
+        &["--max-connections-per-ip", "0"],
+        StartOptions {
+            fd_limit: Some(256),
+            ..StartOptions::default()
+        },
+    );
     let http = client();
     node.ready(&http).await;
     let identity = addr(&node.identity);

@@ -795,7 +795,15 @@ async fn broken_upstreams_give_502_never_a_hang() {
     let garbage = raw_upstream(b"this is not HTTP\r\n\r\n").await;
     let reset = raw_upstream(b"").await;
     let truncated = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
-    for (path, addr) in [("/garbage", garbage), ("/reset", reset)] {
+    // A response head larger than the proxy reads (64 KiB).
+    static HUGE_HEAD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let mut head = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 100 * 1024));
+        head.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+        head
+    });
+    let huge = raw_upstream(HUGE_HEAD.as_slice()).await;
+    for (path, addr) in [("/garbage", garbage), ("/reset", reset), ("/huge", huge)] {
         env.upstream_route(addr, path, json!({"read_timeout": 2000}))
             .await;
         let resp = env.client.get(env.url(path)).send().await.unwrap();

@@ -62,6 +62,21 @@ pub(crate) const TOKEN_LIST: &[Col] = &[
 ];
 
 /// Maps a sqlx error to a store error, recognising constraint violations.
+/// The pool's `after_release` check: a connection that comes back still inside a transaction
+/// is closed rather than reused (`Ok(false)`). A COMMIT that fails — a full disk (SQLite's
+/// `SQLITE_FULL` leaves the transaction open), a dropped server — leaves sqlx's transaction
+/// depth at one, and every later `BEGIN` on that connection would fail with "non-zero
+/// transaction depth" until the process restarts. Closing it rolls the transaction back.
+pub(crate) async fn leaves_no_transaction<C: sqlx::Connection>(
+    conn: &mut C,
+) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        tracing::warn!("a database connection came back inside a failed transaction; closing it");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 pub(crate) fn db_err(e: sqlx::Error) -> crate::StoreError {
     if let sqlx::Error::Database(d) = &e {
         if d.is_unique_violation() {

@@ -23,15 +23,29 @@ pub struct Node {
     pub identity: String,
     /// The lines printed before the node was ready.
     pub banner: Vec<String>,
-    dir: std::path::PathBuf,
+    /// The data directory.
+    pub dir: std::path::PathBuf,
+    /// Whether the node made its data directory (and removes it when dropped).
+    owns_dir: bool,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// How [`Node::start_opts`] starts a node beyond its command and flags.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The process's open-descriptor limit (a shell's `ulimit -n` that then `exec`s).
+    pub fd_limit: Option<u64>,
+    /// A data directory the caller owns (kept when the node is dropped); default a fresh one.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// A fresh private PostgreSQL schema for one run, and the URL that selects it.
@@ -77,20 +91,21 @@ impl Node {
     /// Starts `gatehouse <command>` (`serve` or `quickstart`) with every listener on an
     /// ephemeral loopback port.
     pub fn start(command: &str, database: Option<&str>, extra: &[&str]) -> Node {
-        Node::start_with_fd_limit(command, database, extra, None)
+        Node::start_opts(command, database, extra, StartOptions::default())
     }
 
-    /// [`Node::start`] with the process's open-descriptor limit set to `fd_limit` (by a shell's
-    /// `ulimit -n` that then `exec`s the binary).
-    pub fn start_with_fd_limit(
+    /// [`Node::start`] with [`StartOptions`].
+    pub fn start_opts(
         command: &str,
         database: Option<&str>,
         extra: &[&str],
-        fd_limit: Option<u64>,
+        opts: StartOptions,
     ) -> Node {
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-e2e-{}", uuid::Uuid::new_v4().simple()));
-        let mut cmd = match fd_limit {
+        let owns_dir = opts.data_dir.is_none();
+        let dir = opts.data_dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("gatehouse-e2e-{}", uuid::Uuid::new_v4().simple()))
+        });
+        let mut cmd = match opts.fd_limit {
             None => Command::new(env!("CARGO_BIN_EXE_gatehouse")),
             Some(n) => {
                 let mut sh = Command::new("sh");
@@ -178,7 +193,14 @@ impl Node {
             identity: identity.expect("the identity address is printed"),
             banner,
             dir,
+            owns_dir,
         }
+    }
+
+    /// Kills the process with SIGKILL (no drain, no clean shutdown) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits until `/status` says ready.

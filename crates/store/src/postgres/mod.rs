@@ -22,6 +22,7 @@ impl PgStore {
     pub async fn connect_with(options: PgConnectOptions) -> crate::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .after_release(|conn, _| Box::pin(crate::sql::leaves_no_transaction(conn)))
             .connect_with(options)
             .await
             .map_err(db_err)?;
