@@ -297,7 +297,7 @@ async fn kill_9_during_issuance_loses_no_acknowledged_token_or_revocation() {
                 // acknowledged.
                 n += 1;
                 let mut revoked = false;
-                if (n + w) % 3 == 0 {
+                if (n + w).is_multiple_of(3) {
                     // A revocation cut by the kill may or may not have been recorded: such a
                     // token is not checked.
                     match http

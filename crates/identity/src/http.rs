@@ -261,7 +261,10 @@ impl<'a> Form<'a> {
 /// The pairs of a form body, decoded as `application/x-www-form-urlencoded`. Pairs without
 /// escapes (`%`, `+`), such as a JWT, are taken as they are instead of through the decoder;
 /// the searches run with SIMD (`memchr`), not a byte at a time, as a token is most of a body.
-fn form_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+///
+/// Public only for the fuzz targets (`fuzz/`), which compare it with the `url` crate's parser.
+#[doc(hidden)]
+pub fn form_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     let mut rest = body;
     std::iter::from_fn(move || {
         loop {
@@ -298,6 +301,21 @@ fn utf8(bytes: &[u8]) -> Cow<'_, str> {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(bytes),
     }
+}
+
+/// The client credentials of an issuer endpoint's request, read as the token, introspection
+/// and revocation endpoints read them: the form (`Form::parse`), then HTTP Basic or the
+/// form's `client_id` and `client_secret` (`client_credentials`).
+///
+/// The endpoints make those two calls themselves; this is how the fuzz targets (`fuzz/`) reach
+/// them, so it must not do anything else.
+#[doc(hidden)]
+pub fn parse_client_credentials(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, String), OAuthError> {
+    let form = Form::parse(headers, body)?;
+    client_credentials(headers, &form)
 }
 
 /// The client's credentials from HTTP Basic or the form, refusing both at once (RFC 6749 §2.3).

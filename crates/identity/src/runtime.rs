@@ -865,6 +865,9 @@ impl Identity {
         {
             Ok(Some(t)) => {
                 self.mark_revoked(t.id, t.expires_at);
+                // Its verification is of no further use (the revoked set answers for it): the
+                // cache keeps live tokens, not every token ever revoked.
+                self.verified.remove(&token_hash(token));
                 Ok(())
             }
             Ok(None) => Ok(()),
