@@ -8,8 +8,8 @@
 //! - one of, as the control byte says:
 //!   - an id and a secret built from the input, each percent-encoded or form-urlencoded
 //!     (RFC 6749 §2.3.1 and Appendix B), sent as `Basic base64(id:secret)`, with or without a
-//!     matching `client_id` in the form, come back exactly (but see
-//!     [`KNOWN_BASIC_PLUS_FINDING`]);
+//!     matching `client_id` in the form, come back exactly (a space sent as `+` is a space:
+//!     the finding replayed from `fuzz/regressions/issuer_form/`);
 //!   - any `Authorization` value is refused or read as credentials that, encoded again, read
 //!     the same (and nothing panics);
 //!   - a form body without `Authorization` gives its `client_id` and `client_secret` when
@@ -49,11 +49,6 @@ enum Encoding {
     Form,
 }
 
-/// While `true`, a space sent as `+` (Appendix B) may come back as `+`: the finding
-/// `fuzz/regressions/issuer_form/` records (the Basic parser percent-decodes and leaves `+`
-/// alone). Set it to `false` once that is decided and fixed, and the reproducer fails again.
-const KNOWN_BASIC_PLUS_FINDING: bool = true;
-
 fn encode(s: &str, encoding: Encoding) -> String {
     match encoding {
         Encoding::Percent => utf8_percent_encode(s, NON_ALPHANUMERIC).to_string(),
@@ -90,16 +85,6 @@ fn basic_round_trip(
     let body = form_encode(&form);
     let got = parse_client_credentials(&headers, body.as_bytes());
     let expected = Ok((id.to_owned(), secret.to_owned()));
-    if KNOWN_BASIC_PLUS_FINDING && encoding == Encoding::Form && got != expected {
-        let plus = |s: &str| s.replace(' ', "+");
-        let as_found = (plus(id), plus(secret));
-        match &got {
-            Ok(pair) if *pair == as_found => return,
-            // With the id also in the form, the form's id (decoded right) no longer matches.
-            Err(OAuthError::InvalidRequest(_)) if with_form_id && as_found.0 != id => return,
-            _ => {}
-        }
-    }
     assert_eq!(
         got, expected,
         "Basic credentials {id:?} / {secret:?} ({encoding:?}), body {body:?}"

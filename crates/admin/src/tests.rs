@@ -681,6 +681,63 @@ async fn changing_the_algorithm_keeps_old_tokens_valid() {
     assert_eq!(v["active"], false);
 }
 
+/// Claims too long for a token that introspection and the gateway could read back
+/// (`jwt::MAX_TOKEN`) issue nothing; just under the limit they issue a token that is honoured.
+#[tokio::test]
+async fn claims_too_long_for_a_token_issue_nothing() {
+    let e = env().await;
+    let (a, slug) = server(&e).await;
+    let (_, c) = call(&e.admin, "POST", &format!("/v1/auth-servers/{a}/clients"), Some(json!({"name": "svc", "grant_types": ["client_credentials"], "response_types": ["token"]}))).await;
+    let (id, secret) = (
+        c["id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let token_uri = format!("/{slug}/oauth/token");
+    let grant = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
+    let token = || form(&e.issuer, &token_uri, &grant);
+    let (_, claim) = call(&e.admin, "POST", &format!("/v1/auth-servers/{a}/claims"), Some(json!({"name": "big", "value": "x".repeat(13_000), "include_in_token": true, "include_in_all_scopes": true}))).await;
+    let (s, v) = token().await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("server_error")),
+        "{v}"
+    );
+
+    // Just under the limit: issued, and introspection reads it back.
+    let claim_uri = format!(
+        "/v1/auth-servers/{a}/claims/{}",
+        claim["id"].as_str().unwrap()
+    );
+    let (s, _) = call(
+        &e.admin,
+        "PATCH",
+        &claim_uri,
+        Some(json!({"value": "x".repeat(11_500)})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, t) = token().await;
+    assert_eq!(s, 200, "{t}");
+    let access = t["access_token"].as_str().unwrap();
+    assert!(
+        (15_000..=gatehouse_identity::jwt::MAX_TOKEN).contains(&access.len()),
+        "{}",
+        access.len()
+    );
+    let (s, v) = form(
+        &e.issuer,
+        &format!("/{slug}/introspect"),
+        &format!("client_id={id}&client_secret={secret}&token={access}"),
+    )
+    .await;
+    assert_eq!(
+        (s, v["active"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    assert_eq!(v["big"].as_str().map(str::len), Some(11_500));
+}
+
 #[tokio::test]
 async fn issuer_endpoints_refuse_malformed_requests() {
     let e = env().await;

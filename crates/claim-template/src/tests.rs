@@ -1168,6 +1168,22 @@ fn list_functions() {
     assert_eq!(r("${ mustReverse (list) }"), json!([]));
     assert_eq!(r(r#"${ uniq (list 1 1 "1" 2 1) }"#), json!([1, "1", 2]));
     assert_eq!(r("${ mustUniq (list 1 1) }"), json!([1]));
+    // Items equal in depth are one item, whatever their order in the list; an int and a
+    // float are never equal (Go's DeepEqual compares types first).
+    assert_eq!(
+        r(
+            r#"${ uniq (list (dict "a" (list 1 2)) 1.5 (dict "a" (list 1 2)) (dict "a" (list 2 1)) 1.5 1 1.0 (list nil) (list nil)) }"#
+        ),
+        json!([{"a": [1, 2]}, 1.5, {"a": [2, 1]}, 1, 1.0, [null]])
+    );
+    assert_eq!(
+        r("${ uniq (concat (until 3000) (until 3000) (list 2999)) | len }"),
+        json!(3000)
+    );
+    assert_eq!(
+        r("${ uniq (concat (until 3000) (until 3000)) | last }"),
+        json!(2999)
+    );
     assert_eq!(r("${ without (list 1 2 3 4) 1 3 }"), json!([2, 4]));
     assert_eq!(r("${ mustWithout (list 1 2) 5 }"), json!([1, 2]));
     assert_eq!(r("${ has 4 (list 1 2 3 4) }"), json!(true));

@@ -333,9 +333,15 @@ fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<(String, Strin
                 .map_err(|_| bad())?;
             let text = String::from_utf8(raw).map_err(|_| bad())?;
             let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-            // RFC 6749 §2.3.1: both parts are form-urlencoded before Base64.
+            // RFC 6749 §2.3.1: both parts are form-urlencoded (Appendix B) before Base64, so
+            // `+` is a space and a literal plus arrives as `%2B` (docs/compatibility.md).
             let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
+                let spaced = if s.contains('+') {
+                    Cow::Owned(s.replace('+', " "))
+                } else {
+                    Cow::Borrowed(s)
+                };
+                percent_encoding::percent_decode_str(&spaced)
                     .decode_utf8()
                     .map(|c| c.into_owned())
                     .map_err(|_| bad())
@@ -539,7 +545,45 @@ async fn userinfo(
 
 #[cfg(test)]
 mod tests {
-    use super::form_pairs;
+    use super::{form_pairs, parse_client_credentials};
+    use base64::Engine;
+    use http::{HeaderMap, HeaderValue, header};
+
+    fn basic(user_pass: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {b64}")).unwrap(),
+        );
+        h
+    }
+
+    /// RFC 6749 §2.3.1 and Appendix B: each half of Basic is form-urlencoded, so `+` is a
+    /// space and a literal plus is `%2B` (what openid-client and Authlib send).
+    #[test]
+    fn basic_credentials_are_form_urlencoded() {
+        let read = |user_pass: &str| parse_client_credentials(&basic(user_pass), b"");
+        assert_eq!(
+            read("a+b:c%2Bd").unwrap(),
+            ("a b".to_owned(), "c+d".to_owned())
+        );
+        assert_eq!(
+            read("id:s%20p+q%3A").unwrap(),
+            ("id".to_owned(), "s p q:".to_owned())
+        );
+        // Plain alphanumerics, which is all Gatehouse generates, pass through untouched.
+        assert_eq!(
+            read("Abc123:Zyx987").unwrap(),
+            ("Abc123".to_owned(), "Zyx987".to_owned())
+        );
+        assert!(read("id:%FF").is_err(), "invalid UTF-8 after decoding");
+        assert!(read("no-colon").is_err());
+    }
 
     #[test]
     fn form_pairs_decode_like_the_url_crate() {

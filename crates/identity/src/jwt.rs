@@ -7,17 +7,42 @@ use gatehouse_core::identity::SigningAlgorithm;
 use uuid::Uuid;
 
 /// Signs `claims` with `key`: header `{"typ":"JWT","alg":…,"kid":…}`.
-pub fn sign(key: &LoadedKey, claims: &serde_json::Value) -> Result<String, KeyError> {
+pub fn sign(key: &LoadedKey, claims: &serde_json::Value) -> Result<String, SignError> {
     let header =
         serde_json::json!({"typ": "JWT", "alg": key.algorithm.as_str(), "kid": key.id.to_string()});
     let mut out = String::with_capacity(512);
     out.push_str(&B64URL.encode(header.to_string()));
     out.push('.');
     out.push_str(&B64URL.encode(claims.to_string()));
+    // Refuse before spending a signature on what could never be read back.
+    if out.len() > MAX_TOKEN {
+        return Err(SignError::TooLong(out.len()));
+    }
     let sig = key.sign(out.as_bytes())?;
     out.push('.');
     out.push_str(&B64URL.encode(sig));
+    if out.len() > MAX_TOKEN {
+        return Err(SignError::TooLong(out.len()));
+    }
     Ok(out)
+}
+
+/// The longest compact JWS that [`parse`] reads, and so the longest [`sign`] makes: a token
+/// must fit in a request head behind the gateway, and one the introspection endpoint refuses
+/// would be issued but never honoured.
+pub const MAX_TOKEN: usize = 16 * 1024;
+
+/// Why [`sign`] made no token.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The key could not sign.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The claims make a token longer than [`MAX_TOKEN`] bytes.
+    #[error(
+        "the claims make a token of at least {0} bytes, longer than the {MAX_TOKEN}-byte limit"
+    )]
+    TooLong(usize),
 }
 
 /// A token whose structure was parsed but whose signature is not yet checked.
@@ -36,7 +61,7 @@ pub struct Parsed<'a> {
 
 /// Parses a compact JWS; `None` for anything malformed (never panics on garbage).
 pub fn parse(token: &str) -> Option<Parsed<'_>> {
-    if token.len() > 16 * 1024 {
+    if token.len() > MAX_TOKEN {
         return None;
     }
     let mut parts = token.split('.');

@@ -689,7 +689,14 @@ impl Identity {
         )?;
         let token =
             jwt::sign(&server.signing_key, &serde_json::Value::Object(claims)).map_err(|e| {
-                tracing::error!(error = %e, "signing failed");
+                // A claim set too long to be read back is the auth server's configuration,
+                // not the client's doing: say which server, and issue nothing.
+                tracing::error!(
+                    auth_server = %server.server.id,
+                    client_id = %c.id,
+                    error = %e,
+                    "signing failed",
+                );
                 OAuthError::ServerError
             })?;
         let record = IssuedToken {

@@ -11,7 +11,8 @@
 //! return a render error. `keys` and `values` come out in sorted key order
 //! (Go's map order is random).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 
 use super::{FuncDef, VAR, arg, count, def, list_arg, map_arg, rerr, s, to_i64};
 use crate::RenderError;
@@ -272,15 +273,56 @@ fn reverse(_: &mut Env, a: Vec<Value>) -> Res {
     Ok(Value::List(l))
 }
 
+/// `uniq LIST`: the items in order, each kept at its first occurrence (sprig compares with
+/// `reflect.DeepEqual`, which `Value`'s equality follows). Items are bucketed by a hash that
+/// equal values share, so a list of n items costs O(n) comparisons, not O(n²): the fuzzer
+/// found a claim chaining `uniq` over 10,000-item lists that took seconds of CPU.
 fn uniq(_: &mut Env, a: Vec<Value>) -> Res {
     let l = list_arg(arg(&a, 0), "find uniq")?;
     let mut out: Vec<Value> = Vec::new();
+    // Hash of an item kept → indices in `out` of the items kept with that hash.
+    let mut seen: HashMap<u64, Vec<usize>> = HashMap::with_capacity(l.len());
+    // Randomly keyed, so that a template cannot be written to make every item collide.
+    let keys = RandomState::new();
     for v in l {
-        if !out.contains(v) {
+        let kept = seen.entry(equality_hash(&keys, v)).or_default();
+        if !kept.iter().any(|&i| out[i] == *v) {
+            kept.push(out.len());
             out.push(v.clone());
         }
     }
     Ok(Value::List(out))
+}
+
+/// A hash that values equal under `Value`'s `PartialEq` share: `0.0` and `-0.0` hash alike,
+/// times hash their instant (not their offset), maps their sorted entries.
+fn equality_hash(keys: &RandomState, v: &Value) -> u64 {
+    fn feed(v: &Value, h: &mut impl Hasher) {
+        std::mem::discriminant(v).hash(h);
+        match v {
+            Value::Nil => {}
+            Value::Bool(b) => b.hash(h),
+            Value::Int(i) => i.hash(h),
+            Value::Float(f) => (if *f == 0.0 { 0.0f64 } else { *f }).to_bits().hash(h),
+            Value::String(s) => s.hash(h),
+            Value::Time(t) => t.to_utc().hash(h),
+            Value::Duration(d) => d.hash(h),
+            Value::List(items) => {
+                items.len().hash(h);
+                items.iter().for_each(|item| feed(item, h));
+            }
+            Value::Map(entries) => {
+                entries.len().hash(h);
+                for (key, item) in entries {
+                    key.hash(h);
+                    feed(item, h);
+                }
+            }
+        }
+    }
+    let mut h = keys.build_hasher();
+    feed(v, &mut h);
+    h.finish()
 }
 
 fn without(_: &mut Env, a: Vec<Value>) -> Res {
