@@ -19,6 +19,7 @@ const TOKEN: &str = "admin-test-token";
 struct Env {
     admin: Router,
     issuer: Router,
+    identity: Arc<Identity>,
     _dir: std::path::PathBuf,
 }
 
@@ -52,7 +53,8 @@ async fn env() -> Env {
             state,
             AdminAuth::from_hex_digests([token_digest_hex(TOKEN).as_str()]),
         ),
-        issuer: gatehouse_identity::http::router(identity),
+        issuer: gatehouse_identity::http::router(identity.clone()),
+        identity,
         _dir: dir,
     }
 }
@@ -736,6 +738,75 @@ async fn claims_too_long_for_a_token_issue_nothing() {
         "{v}"
     );
     assert_eq!(v["big"].as_str().map(str::len), Some(11_500));
+}
+
+/// The verification cache keeps live tokens only: a token checked after its revocation
+/// leaves nothing behind (expiry goes the same way, `Identity::may_keep`) (a soak issuing and revoking thousands of tokens
+/// grew memory by every one of them).
+#[tokio::test]
+async fn the_verification_cache_forgets_revoked_tokens() {
+    let e = env().await;
+    let (a, slug) = server(&e).await;
+    let (_, c) = call(&e.admin, "POST", &format!("/v1/auth-servers/{a}/clients"), Some(json!({"name": "svc", "grant_types": ["client_credentials"], "response_types": ["token"]}))).await;
+    let (id, secret) = (
+        c["id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let creds = format!("client_id={id}&client_secret={secret}");
+    let (issuer, slug, creds) = (&e.issuer, slug.as_str(), creds.as_str());
+    let issue = || async {
+        let (s, t) = form(
+            issuer,
+            &format!("/{slug}/oauth/token"),
+            &format!("grant_type=client_credentials&{creds}"),
+        )
+        .await;
+        assert_eq!(s, 200, "{t}");
+        t["access_token"].as_str().unwrap().to_owned()
+    };
+    let active = |token: String| async move {
+        let (s, v) = form(
+            issuer,
+            &format!("/{slug}/introspect"),
+            &format!("{creds}&token={token}"),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        v["active"].as_bool().unwrap()
+    };
+
+    // Revoked, then presented again: inactive, and not cached.
+    let revoked = issue().await;
+    assert!(active(revoked.clone()).await);
+    assert_eq!(e.identity.cached_verifications(), 1);
+    let (s, _) = form(
+        issuer,
+        &format!("/{slug}/revoke"),
+        &format!("{creds}&token={revoked}"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(!active(revoked.clone()).await);
+    assert!(!active(revoked).await);
+    assert_eq!(e.identity.cached_verifications(), 0);
+
+    // All of a client's tokens revoked at once (as another node's revocation arrives: through
+    // the revoked set): dropped when presented again, or by the sweep.
+    let (again, idle) = (issue().await, issue().await);
+    assert!(active(again.clone()).await && active(idle.clone()).await);
+    assert_eq!(e.identity.cached_verifications(), 2);
+    let (s, _) = call(
+        &e.admin,
+        "DELETE",
+        &format!("/v1/auth-servers/{a}/clients/{id}/tokens"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    assert!(!active(again).await);
+    assert_eq!(e.identity.cached_verifications(), 1);
+    e.identity.forget_dead_verifications();
+    assert_eq!(e.identity.cached_verifications(), 0);
 }
 
 #[tokio::test]

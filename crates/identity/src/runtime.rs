@@ -734,20 +734,41 @@ impl Identity {
         hash: &[u8; 32],
     ) -> Option<Arc<VerifiedToken>> {
         let now = Timestamp::now().unix_seconds();
-        let verified = match self.verified.get(hash) {
-            Some(v) => v,
-            None => {
-                let v = Arc::new(self.verify_uncached(server, token)?);
-                self.verified.insert(*hash, v.clone());
-                v
-            }
+        let (verified, cached) = match self.verified.get(hash) {
+            Some(v) => (v, true),
+            None => (Arc::new(self.verify_uncached(server, token)?), false),
         };
-        let live = verified.auth_server_id == server.server.id
-            && verified.exp > now
+        let keep = self.may_keep(&verified, now);
+        let live = keep
+            && verified.auth_server_id == server.server.id
             && verified.nbf <= now + 5
-            && server.clients.contains_key(&verified.client_id)
-            && !self.revoked.read().contains_key(&verified.jti);
+            && server.clients.contains_key(&verified.client_id);
+        // The cache holds live tokens only: a revoked or expired token's verification is of no
+        // further use, and keeping it would grow memory with every token ever checked.
+        if !cached && live {
+            self.verified.insert(*hash, verified.clone());
+        } else if cached && !keep {
+            self.verified.remove(hash);
+        }
         live.then_some(verified)
+    }
+
+    /// Whether a verification is still worth caching: unexpired and not revoked.
+    fn may_keep(&self, v: &VerifiedToken, now: i64) -> bool {
+        v.exp > now && !self.revoked.read().contains_key(&v.jti)
+    }
+
+    /// Drops the cached verifications of tokens that expired or were revoked (here, on another
+    /// node, or all of a client's at once) and were not presented again. Maintenance runs it
+    /// every minute.
+    pub fn forget_dead_verifications(&self) {
+        let now = Timestamp::now().unix_seconds();
+        self.verified.retain(|_, v| self.may_keep(v, now));
+    }
+
+    /// How many token verifications are cached (live tokens recently presented).
+    pub fn cached_verifications(&self) -> usize {
+        self.verified.len()
     }
 
     fn verify_uncached(&self, server: &ServerRuntime, token: &str) -> Option<VerifiedToken> {
@@ -896,8 +917,8 @@ impl Identity {
         Ok(())
     }
 
-    /// Background upkeep: refresh revocations every few seconds, purge long-expired token
-    /// records hourly. Runs until the process ends.
+    /// Background upkeep: refresh revocations every few seconds, forget dead verifications
+    /// every minute, purge long-expired token records hourly. Runs until the process ends.
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -910,6 +931,9 @@ impl Identity {
                     tracing::warn!(error = %e, "refreshing revoked tokens failed");
                 }
                 n += 1;
+                if n.is_multiple_of(12) {
+                    me.forget_dead_verifications();
+                }
                 if n.is_multiple_of(720) {
                     let cutoff = Timestamp::now().plus_seconds(-86_400);
                     match me.store.purge_expired_tokens(cutoff).await {
