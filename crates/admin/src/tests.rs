@@ -27,6 +27,11 @@ async fn env() -> Env {
     let dir =
         std::env::temp_dir().join(format!("gatehouse-admin-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
+    node(dir).await
+}
+
+/// A node on the database in `dir`: a second call on the same `dir` is another node sharing it.
+async fn node(dir: std::path::PathBuf) -> Env {
     let store = gatehouse_store::open(&dir.join("t.db").display().to_string())
         .await
         .unwrap();
@@ -743,6 +748,76 @@ async fn claims_too_long_for_a_token_issue_nothing() {
 /// The verification cache keeps live tokens only: a token checked after its revocation
 /// leaves nothing behind (expiry goes the same way, `Identity::may_keep`) (a soak issuing and revoking thousands of tokens
 /// grew memory by every one of them).
+#[tokio::test]
+async fn a_client_deleted_by_another_node_fails_only_its_own_tokens() {
+    let e = env().await;
+    let (a, slug) = server(&e).await;
+    let mut creds = Vec::new();
+    for name in ["keep", "gone"] {
+        let (s, c) = call(&e.admin, "POST", &format!("/v1/auth-servers/{a}/clients"), Some(json!({"name": name, "grant_types": ["client_credentials"], "response_types": ["token"]}))).await;
+        assert_eq!(s, 201, "{c}");
+        creds.push((
+            c["id"].as_str().unwrap().to_owned(),
+            format!(
+                "grant_type=client_credentials&client_id={}&client_secret={}",
+                c["id"].as_str().unwrap(),
+                c["client_secret"].as_str().unwrap()
+            ),
+        ));
+    }
+    let uri = format!("/{slug}/oauth/token");
+    // Both clients get tokens (and their secrets are verified once, so the burst below takes
+    // the fast path and its tokens reach the writer together).
+    for (_, body) in &creds {
+        let (s, v) = form(&e.issuer, &uri, body).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // Another node on the same database deletes "gone"; this node has not heard of it.
+    let other = node(e._dir.clone()).await;
+    let (s, v) = call(
+        &other.admin,
+        "DELETE",
+        &format!("/v1/auth-servers/{a}/clients/{}", creds[1].0),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+
+    // 290 requests of "keep" and 10 of "gone" at once, sharing the writer's batches.
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let (issuer, uri) = (e.issuer.clone(), uri.clone());
+        let (gone, body) = (i % 30 == 7, creds[usize::from(i % 30 == 7)].1.clone());
+        burst.spawn(async move { (gone, form(&issuer, &uri, &body).await) });
+    }
+    let (mut kept, mut refused) = (0, 0);
+    while let Some(done) = burst.join_next().await {
+        let (gone, (s, v)) = done.unwrap();
+        if gone {
+            assert_eq!(s, 401, "{v}");
+            assert_eq!(v["error"], "invalid_client");
+            refused += 1;
+        } else {
+            assert_eq!(s, 200, "{v}");
+            kept += 1;
+        }
+    }
+    assert_eq!((kept, refused), (290, 10));
+    // The kept tokens were recorded: the other node lists them (one from before, 290 now).
+    let (s, v) = call(
+        &other.admin,
+        "GET",
+        &format!(
+            "/v1/auth-servers/{a}/clients/{}/tokens?page%5Bsize%5D=1",
+            creds[0].0
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["meta"]["page"]["total"], 291, "{v}");
+}
+
 #[tokio::test]
 async fn the_verification_cache_forgets_revoked_tokens() {
     let e = env().await;

@@ -249,7 +249,24 @@ impl VerifiedToken {
 /// but many tokens share one transaction.
 #[derive(Clone)]
 pub struct TokenWriter {
-    tx: mpsc::Sender<(IssuedToken, oneshot::Sender<bool>)>,
+    tx: mpsc::Sender<(IssuedToken, oneshot::Sender<Recorded>)>,
+}
+
+/// Why an issued token was not recorded (and so must not be handed out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Committed.
+    Yes,
+    /// The token's client no longer exists in the store: deleted, on this node or another,
+    /// after the request was authenticated.
+    ClientGone,
+    /// The store failed; the cause is logged.
+    Failed,
+}
+
+/// The answer to a client that cannot be authenticated, whatever the reason.
+fn bad_client() -> OAuthError {
+    OAuthError::InvalidClient("client authentication failed".into())
 }
 
 /// Most tokens one commit carries.
@@ -258,7 +275,7 @@ const MAX_BATCH: usize = 1024;
 impl TokenWriter {
     /// Starts the writer task.
     pub fn spawn(store: SharedStore) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(IssuedToken, oneshot::Sender<bool>)>(8192);
+        let (tx, mut rx) = mpsc::channel::<(IssuedToken, oneshot::Sender<Recorded>)>(8192);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = rx.recv().await {
@@ -270,28 +287,70 @@ impl TokenWriter {
                     }
                 }
                 let tokens: Vec<IssuedToken> = batch.iter().map(|(t, _)| t.clone()).collect();
-                let ok = match store.insert_tokens(&tokens).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(error = %e, count = tokens.len(), "recording issued tokens failed");
-                        false
-                    }
-                };
-                for (_, done) in batch.drain(..) {
-                    let _ = done.send(ok);
+                let outcomes = record_batch(&store, &tokens).await;
+                for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = done.send(outcome);
                 }
             }
         });
         Self { tx }
     }
 
-    /// Records a token; true once it is committed.
-    pub async fn record(&self, token: IssuedToken) -> bool {
+    /// Records a token; [`Recorded::Yes`] once it is committed.
+    pub async fn record(&self, token: IssuedToken) -> Recorded {
         let (done, wait) = oneshot::channel();
         if self.tx.send((token, done)).await.is_err() {
-            return false;
+            return Recorded::Failed;
         }
-        wait.await.unwrap_or(false)
+        wait.await.unwrap_or(Recorded::Failed)
+    }
+}
+
+/// Commits `tokens` in one transaction, and when a row of it is refused (a client deleted by
+/// another node since its request was authenticated), each token on its own, so that one
+/// client's refusal is that client's alone: the batch's other tokens are recorded and issued.
+/// One outcome per token, in order.
+async fn record_batch(store: &SharedStore, tokens: &[IssuedToken]) -> Vec<Recorded> {
+    let refused = |e: &StoreError| matches!(e, StoreError::NotFound | StoreError::Conflict);
+    match store.insert_tokens(tokens).await {
+        Ok(()) => vec![Recorded::Yes; tokens.len()],
+        Err(e) if refused(&e) && tokens.len() > 1 => {
+            let mut outcomes = Vec::with_capacity(tokens.len());
+            for token in tokens {
+                outcomes.push(
+                    match store.insert_tokens(std::slice::from_ref(token)).await {
+                        Ok(()) => Recorded::Yes,
+                        Err(e) => single_failure(token, &e),
+                    },
+                );
+            }
+            outcomes
+        }
+        Err(e) if tokens.len() == 1 => vec![single_failure(&tokens[0], &e)],
+        Err(e) => {
+            // The database itself failed: retrying row by row would only wait longer.
+            tracing::error!(error = %e, count = tokens.len(), "recording issued tokens failed");
+            vec![Recorded::Failed; tokens.len()]
+        }
+    }
+}
+
+fn single_failure(token: &IssuedToken, e: &StoreError) -> Recorded {
+    if matches!(e, StoreError::NotFound) {
+        tracing::info!(
+            auth_server = %token.auth_server_id,
+            client_id = %token.client_id,
+            "token not issued: the client was deleted after its request was authenticated",
+        );
+        Recorded::ClientGone
+    } else {
+        tracing::error!(
+            error = %e,
+            auth_server = %token.auth_server_id,
+            client_id = %token.client_id,
+            "recording an issued token failed",
+        );
+        Recorded::Failed
     }
 }
 
@@ -556,7 +615,7 @@ impl Identity {
         secret: &str,
         peer: Option<IpAddr>,
     ) -> Result<&'a ClientRuntime, OAuthError> {
-        let bad = || OAuthError::InvalidClient("client authentication failed".into());
+        let bad = bad_client;
         let client = server.clients.get(client_id);
         if let Some(client) = client {
             if client.client.token_endpoint_auth_method == TokenEndpointAuthMethod::None {
@@ -708,8 +767,11 @@ impl Identity {
             expires_at: Timestamp::from_unix_seconds(exp),
             revoked_at: None,
         };
-        if !self.writer.record(record).await {
-            return Err(OAuthError::ServerError);
+        match self.writer.record(record).await {
+            Recorded::Yes => {}
+            // As for any client that does not exist: the token is not handed out.
+            Recorded::ClientGone => return Err(bad_client()),
+            Recorded::Failed => return Err(OAuthError::ServerError),
         }
         Ok(TokenResponse {
             access_token: token,
