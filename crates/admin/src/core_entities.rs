@@ -227,7 +227,11 @@ fn coerce_form(v: &mut Value) {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> KongError {
+fn internal(e: StoreError) -> KongError {
+    if let StoreError::Unavailable(_) = e {
+        tracing::warn!(error = %e, "core entity storage unavailable");
+        return KongError::Unavailable;
+    }
     tracing::error!(error = %e, "core entity storage failed");
     KongError::Internal
 }

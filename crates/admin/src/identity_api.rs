@@ -16,8 +16,11 @@ use gatehouse_core::Timestamp;
 use gatehouse_core::identity::*;
 use gatehouse_core::list::ListQuery;
 use gatehouse_core::validation::{InvalidParameter, Labels, ObjectReader, Problems};
-use gatehouse_identity::runtime::{client_template_ctx, server_template_ctx, template_ctx};
+use gatehouse_identity::runtime::{
+    RuntimeError, client_template_ctx, server_template_ctx, template_ctx,
+};
 use gatehouse_identity::{RESERVED_CLAIM_NAMES, keys, secrets};
+use gatehouse_store::StoreError;
 use http::StatusCode;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -112,9 +115,12 @@ fn path_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
 }
 
 async fn reload(state: &AdminState, id: Uuid) -> Result<(), ApiError> {
-    state.identity.reload(id).await.map_err(|e| {
-        tracing::error!(auth_server = %id, error = %e, "rebuilding the auth server's runtime failed");
-        ApiError::Internal
+    state.identity.reload(id).await.map_err(|e| match e {
+        RuntimeError::Store(e @ StoreError::Unavailable(_)) => ApiError::store(e, "auth server"),
+        e => {
+            tracing::error!(auth_server = %id, error = %e, "rebuilding the auth server's runtime failed");
+            ApiError::Internal
+        }
     })
 }
 

@@ -46,9 +46,18 @@ pub enum KongError {
     /// A request refused before its handler ran (408, 413, 414, a second `Host`), with
     /// Kong's style of message.
     Refused(StatusCode, String),
+    /// 503: the database is unavailable (`StoreError::Unavailable`); the request may be sent
+    /// again. The cause was logged.
+    Unavailable,
     /// 500; the cause was logged.
     Internal,
 }
+
+/// What a 503 says, in both APIs' formats.
+pub(crate) const UNAVAILABLE: &str = "The database is unavailable; try again later";
+
+/// A 503's `Retry-After`, in seconds: about the time a node takes to reconnect.
+pub(crate) const RETRY_AFTER: &str = "2";
 
 fn lua_table(v: &Value) -> String {
     // Kong prints keys as a Lua-ish table: {name="x"}.
@@ -118,6 +127,10 @@ impl KongError {
                 json!({"message": "Method not allowed"}),
             ),
             Self::Refused(status, m) => (*status, json!({"message": m})),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"message": UNAVAILABLE}),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"message": "An unexpected error occurred"}),
@@ -135,7 +148,14 @@ impl From<FieldErrors> for KongError {
 impl IntoResponse for KongError {
     fn into_response(self) -> Response {
         let (status, body) = self.parts();
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static(RETRY_AFTER),
+            );
+        }
+        resp
     }
 }
 

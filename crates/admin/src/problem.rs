@@ -31,6 +31,10 @@ pub enum ApiError {
     /// a sentence.
     #[error("refused: {1}")]
     Refused(StatusCode, String),
+    /// 503: the database is unavailable; the request may be sent again. The cause was
+    /// logged.
+    #[error("database unavailable")]
+    Unavailable,
     /// 500; the cause was logged.
     #[error("internal error")]
     Internal,
@@ -62,6 +66,10 @@ impl ApiError {
                 "a client can have at most {} enabled secrets",
                 gatehouse_core::identity::MAX_ENABLED_SECRETS
             )),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "storage unavailable");
+                Self::Unavailable
+            }
             other => {
                 tracing::error!(error = %other, "storage failed");
                 Self::Internal
@@ -78,6 +86,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Refused(status, _) => *status,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +105,7 @@ impl IntoResponse for ApiError {
                 "A valid admin token is required (Authorization: Bearer <token>)".into()
             }
             Self::NotFound => "Not Found".into(),
+            Self::Unavailable => crate::kong_error::UNAVAILABLE.into(),
             Self::Internal => "An unexpected error occurred".into(),
         };
         let mut body = serde_json::json!({
@@ -113,6 +123,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::kong_error::RETRY_AFTER),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

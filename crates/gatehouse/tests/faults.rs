@@ -1,11 +1,12 @@
 //! The fault matrix's end-to-end rows (docs/faults.md): a full disk during admin writes, a
-//! database locked by another process, and kill -9 while tokens are issued and revoked —
-//! each against the real binary, each with what must hold afterwards.
+//! database locked by another process, PostgreSQL stopped and started again, and kill -9
+//! while tokens are issued and revoked — each against the real binary, each with what must
+//! hold afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::{Node, StartOptions, admin, client};
+use common::{Node, PrivatePg, StartOptions, admin, client};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -124,7 +125,7 @@ async fn a_full_disk_fails_admin_writes_cleanly_and_recovers() {
 }
 
 /// Another process holds SQLite's write lock: admin writes wait at most the busy timeout and
-/// then fail cleanly (500 in the API's format), the proxy keeps serving from its snapshot, and
+/// then fail cleanly (503 in the API's format), the proxy keeps serving from its snapshot, and
 /// writes work again once the lock is gone.
 #[tokio::test]
 async fn a_database_locked_by_another_process_fails_writes_cleanly() {
@@ -183,8 +184,11 @@ async fn a_database_locked_by_another_process_fails_writes_cleanly() {
     )
     .await;
     let waited = started.elapsed();
-    assert_eq!(status, 500, "{body}");
-    assert_eq!(body, json!({"message": "An unexpected error occurred"}));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body,
+        json!({"message": "The database is unavailable; try again later"})
+    );
     assert!(waited < Duration::from_secs(20), "{waited:?}");
     // The proxy does not read the database.
     let r = http
@@ -352,4 +356,144 @@ async fn kill_9_during_issuance_loses_no_acknowledged_token_or_revocation() {
     }
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Asks `issuer` for a token as `(client_id, secret)`: the status and the body.
+async fn grant(http: &reqwest::Client, issuer: &str, client: &(String, String)) -> (u16, Value) {
+    let r = http
+        .post(format!("{issuer}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client.0.as_str()),
+            ("client_secret", client.1.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// PostgreSQL stops under a running node: admin writes and the token endpoint answer 503 in
+/// their own formats within the acquire timeout (not sqlx's default 30 s), the proxy and
+/// introspection go on from memory, and once the database is back the same node writes and
+/// issues again without a restart, with what was written before intact.
+#[tokio::test]
+async fn a_database_outage_answers_503_serves_on_and_recovers() {
+    let pg = PrivatePg::start();
+    let node = Node::start("quickstart", Some(&pg.url), &[]);
+    let http = client();
+    node.ready(&http).await;
+    let (s, server) = admin(
+        &http,
+        Method::POST,
+        format!("{}/v1/auth-servers", node.admin),
+        Some(json!({"name": "outage", "audience": "aud"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{server}");
+    let issuer = server["issuer"].as_str().unwrap().to_owned();
+    let (s, c) = admin(
+        &http,
+        Method::POST,
+        format!("{}/v1/auth-servers/{}/clients", node.admin, server["id"].as_str().unwrap()),
+        Some(json!({"name": "svc", "grant_types": ["client_credentials"], "response_types": ["token"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{c}");
+    let creds = (
+        c["id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let (s, t) = grant(&http, &issuer, &creds).await;
+    assert_eq!(s, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(create_service(&http, &node, "before").await.0, 201);
+
+    pg.stop();
+    // Kong's admin API: 503 in Kong's format, with Retry-After.
+    let started = Instant::now();
+    let r = http
+        .post(format!("{}/services", node.admin))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .json(&json!({"name": "during", "url": "http://127.0.0.1:9/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "The database is unavailable; try again later"})
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Konnect's API: 503 problem+json.
+    let started = Instant::now();
+    let (s, v) = admin(
+        &http,
+        Method::POST,
+        format!("{}/v1/auth-servers", node.admin),
+        Some(json!({"name": "during", "audience": "aud"})),
+    )
+    .await;
+    assert_eq!((s, v["status"].clone()), (503, json!(503)), "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The token endpoint: 503 temporarily_unavailable, nothing handed out.
+    let started = Instant::now();
+    let (s, v) = grant(&http, &issuer, &creds).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"], "temporarily_unavailable");
+    assert!(v.get("access_token").is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // What is served from memory goes on: introspection and the proxy.
+    let r = http
+        .post(format!("{issuer}/introspect"))
+        .basic_auth(&creds.0, Some(&creds.1))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+    let r = http
+        .get(format!("{}/anything", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The database is back: the same process writes and issues again.
+    pg.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = create_service(&http, &node, "after").await;
+        if s == 201 {
+            break;
+        }
+        assert_eq!(s, 503, "{v}");
+        assert!(Instant::now() < deadline, "writes did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, t) = grant(&http, &issuer, &creds).await;
+    assert_eq!(s, 200, "{t}");
+    let (s, v) = admin(
+        &http,
+        Method::GET,
+        format!("{}/services/before", node.admin),
+        None,
+    )
+    .await;
+    assert_eq!((s, v["name"].clone()), (200, json!("before")));
+    drop(node);
 }

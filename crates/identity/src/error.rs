@@ -31,6 +31,11 @@ pub enum OAuthError {
     /// `Retry-After`, whole seconds rounded up).
     #[error("temporarily_unavailable: throttled for {0:?}")]
     Throttled(std::time::Duration),
+    /// The database is unavailable (503 `temporarily_unavailable` with `Retry-After`; RFC 7009
+    /// §2.2.1 names 503 for a revocation endpoint that cannot answer now): the request may be
+    /// sent again.
+    #[error("temporarily_unavailable: the database is unavailable")]
+    Unavailable,
     /// The server failed; the cause is logged, not sent.
     #[error("server_error")]
     ServerError,
@@ -47,7 +52,7 @@ impl OAuthError {
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidToken(_) => "invalid_token",
-            Self::Throttled(_) => "temporarily_unavailable",
+            Self::Throttled(_) | Self::Unavailable => "temporarily_unavailable",
             Self::ServerError => "server_error",
         }
     }
@@ -57,6 +62,7 @@ impl OAuthError {
         match self {
             Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -74,6 +80,7 @@ impl OAuthError {
             Self::Throttled(_) => {
                 "too many failed client authentications from this address; retry later"
             }
+            Self::Unavailable => "the server's database is unavailable; retry later",
             Self::ServerError => "the server could not complete the request",
         }
     }
@@ -104,6 +111,9 @@ impl IntoResponse for OAuthError {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
+            Self::Unavailable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
             _ => {}
         }
         resp
@@ -127,5 +137,8 @@ mod tests {
         let r = OAuthError::Throttled(std::time::Duration::from_millis(1500)).into_response();
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let r = OAuthError::Unavailable.into_response();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
     }
 }

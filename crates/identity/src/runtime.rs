@@ -260,6 +260,8 @@ pub enum Recorded {
     /// The token's client no longer exists in the store: deleted, on this node or another,
     /// after the request was authenticated.
     ClientGone,
+    /// The database is unavailable; the cause is logged.
+    Unavailable,
     /// The store failed; the cause is logged.
     Failed,
 }
@@ -330,12 +332,20 @@ async fn record_batch(store: &SharedStore, tokens: &[IssuedToken]) -> Vec<Record
         Err(e) => {
             // The database itself failed: retrying row by row would only wait longer.
             tracing::error!(error = %e, count = tokens.len(), "recording issued tokens failed");
-            vec![Recorded::Failed; tokens.len()]
+            let outcome = match e {
+                StoreError::Unavailable(_) => Recorded::Unavailable,
+                _ => Recorded::Failed,
+            };
+            vec![outcome; tokens.len()]
         }
     }
 }
 
 fn single_failure(token: &IssuedToken, e: &StoreError) -> Recorded {
+    if let StoreError::Unavailable(_) = e {
+        tracing::error!(error = %e, "recording an issued token failed");
+        return Recorded::Unavailable;
+    }
     if matches!(e, StoreError::NotFound) {
         tracing::info!(
             auth_server = %token.auth_server_id,
@@ -771,6 +781,7 @@ impl Identity {
             Recorded::Yes => {}
             // As for any client that does not exist: the token is not handed out.
             Recorded::ClientGone => return Err(bad_client()),
+            Recorded::Unavailable => return Err(OAuthError::Unavailable),
             Recorded::Failed => return Err(OAuthError::ServerError),
         }
         Ok(TokenResponse {
@@ -963,7 +974,10 @@ impl Identity {
             Ok(None) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "revocation failed");
-                Err(OAuthError::ServerError)
+                Err(match e {
+                    StoreError::Unavailable(_) => OAuthError::Unavailable,
+                    _ => OAuthError::ServerError,
+                })
             }
         }
     }

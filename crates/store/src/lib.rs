@@ -49,6 +49,12 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// The database cannot be reached or is not answering in time: a refused or dropped
+    /// connection, no pooled connection within [`ACQUIRE_TIMEOUT`], a statement cancelled by
+    /// [`STATEMENT_TIMEOUT`], a server shutting down, SQLite's write lock held past its busy
+    /// timeout. Transient: the same request may succeed later (APIs answer 503).
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -248,6 +254,17 @@ pub trait GatewayStore: Send + Sync + 'static {
     /// reference is refused with `HasChildren`.
     async fn delete_core_entity(&self, cp: Uuid, kind: EntityKind, id: Uuid) -> Result<()>;
 }
+
+/// How long a request waits for a pooled database connection, including the attempts to
+/// open one while the server refuses connections, before failing with
+/// [`StoreError::Unavailable`]: an outage answers 503 within this, not after sqlx's default of
+/// 30 s.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// PostgreSQL's `statement_timeout` on every connection: a statement waiting longer (a lock
+/// held by another node, a stalled server) is cancelled and fails with
+/// [`StoreError::Unavailable`].
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Opens the store a URL names: `postgres://…`/`postgresql://…` for PostgreSQL, `sqlite://PATH`
 /// or a plain path for SQLite. Migrations are applied before this returns.

@@ -61,7 +61,6 @@ pub(crate) const TOKEN_LIST: &[Col] = &[
     col("expires_at", "expires_at", ColKind::Int),
 ];
 
-/// Maps a sqlx error to a store error, recognising constraint violations.
 /// The pool's `after_release` check: a connection that comes back still inside a transaction
 /// is closed rather than reused (`Ok(false)`). A COMMIT that fails — a full disk (SQLite's
 /// `SQLITE_FULL` leaves the transaction open), a dropped server — leaves sqlx's transaction
@@ -77,6 +76,8 @@ pub(crate) async fn leaves_no_transaction<C: sqlx::Connection>(
     Ok(true)
 }
 
+/// Maps a sqlx error to a store error, recognising constraint violations and an unavailable
+/// database.
 pub(crate) fn db_err(e: sqlx::Error) -> crate::StoreError {
     if let sqlx::Error::Database(d) = &e {
         if d.is_unique_violation() {
@@ -86,7 +87,32 @@ pub(crate) fn db_err(e: sqlx::Error) -> crate::StoreError {
             return crate::StoreError::NotFound;
         }
     }
+    if is_unavailable(&e) {
+        return crate::StoreError::Unavailable(e);
+    }
     crate::StoreError::Database(e)
+}
+
+/// Whether `e` says the database cannot answer now rather than that the request was wrong.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            // PostgreSQL (SQLSTATE): class 08, connection exception; 57P01–57P03, the server
+            // shutting down or starting; 57014, cancelled by statement_timeout; 53300, too
+            // many connections.
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "57014" | "53300")
+                // SQLite (result codes, extended ones included): SQLITE_BUSY, the write lock
+                // held past the busy timeout.
+                || code.parse::<u32>().is_ok_and(|n| n & 0xff == 5)
+        }),
+        _ => false,
+    }
 }
 
 /// Expands to `impl Store for $store` over `sqlx::Pool<$db>` in `self.pool`.

@@ -20,8 +20,11 @@ impl PgStore {
 
     /// Connects with explicit options (tests use this to pick a private schema).
     pub async fn connect_with(options: PgConnectOptions) -> crate::Result<Self> {
+        let statement_timeout = format!("{}ms", crate::STATEMENT_TIMEOUT.as_millis());
+        let options = options.options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .after_release(|conn, _| Box::pin(crate::sql::leaves_no_transaction(conn)))
             .connect_with(options)
             .await

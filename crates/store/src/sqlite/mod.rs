@@ -25,6 +25,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .after_release(|conn, _| Box::pin(crate::sql::leaves_no_transaction(conn)))
             .connect_with(options)
             .await
