@@ -63,6 +63,10 @@ impl LocalIntrospection for LocalIdentity {
         .await?;
         Ok(answer.unwrap_or_else(gatehouse_identity::runtime::inactive_introspection))
     }
+
+    fn invalidation_epoch(&self) -> u64 {
+        self.identity.invalidation_epoch()
+    }
 }
 
 #[cfg(test)]

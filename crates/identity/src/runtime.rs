@@ -25,6 +25,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
@@ -399,6 +400,9 @@ pub struct Identity {
     hash_permits: Semaphore,
     /// Failed client authentications per address.
     throttle: AuthThrottle,
+    /// Bumped after every change that can end a token's life early; see
+    /// [`Identity::invalidation_epoch`].
+    epoch: AtomicU64,
 }
 
 /// The RFC 7662 answer for a token that is not live, `{"active": false}`: one map, shared.
@@ -453,6 +457,7 @@ impl Identity {
             verified: quick_cache::sync::Cache::new(100_000),
             hash_permits: Semaphore::new(2),
             throttle: AuthThrottle::new(throttle),
+            epoch: AtomicU64::new(0),
         });
         me.reload_all().await?;
         me.refresh_revoked().await?;
@@ -496,6 +501,7 @@ impl Identity {
         }
         self.servers.store(Arc::new(Servers { by_slug, by_id }));
         self.forget_stale_secrets();
+        self.invalidate();
         Ok(())
     }
 
@@ -519,6 +525,7 @@ impl Identity {
         }
         self.servers.store(Arc::new(Servers { by_slug, by_id }));
         self.forget_stale_secrets();
+        self.invalidate();
         Ok(())
     }
 
@@ -923,6 +930,21 @@ impl Identity {
     /// Marks a token revoked in memory (after the store recorded it).
     pub fn mark_revoked(&self, jti: Uuid, expires_at: Timestamp) {
         self.revoked.write().insert(jti, expires_at);
+        self.invalidate();
+    }
+
+    /// A counter that moves after every change that can make an active token inactive before
+    /// its `exp`: a revocation (here, or another node's once read), and any rebuild of an auth
+    /// server (a client deleted or disabled, a key retired). The change is visible to
+    /// [`Identity::verify`] before the counter moves, so a cache of this server's answers
+    /// (the gateway's `oauth2-introspection`, whatever its `ttl`) that asks again whenever
+    /// the counter differs from when it stored an answer never serves a revoked token.
+    pub fn invalidation_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
     }
 
     /// RFC 7009 revocation by the client that holds the token. Unknown or invalid tokens are
@@ -989,7 +1011,15 @@ impl Identity {
         let fresh = self.store.revoked_tokens(now).await?;
         let mut set = self.revoked.write();
         set.retain(|_, exp| *exp > now);
-        set.extend(fresh);
+        let before = set.len();
+        for (jti, exp) in fresh {
+            set.insert(jti, exp);
+        }
+        let learned = set.len() > before;
+        drop(set);
+        if learned {
+            self.invalidate();
+        }
         Ok(())
     }
 

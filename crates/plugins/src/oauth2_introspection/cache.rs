@@ -5,6 +5,11 @@
 //! * An active result expires at `min(now + ttl, exp)`; with `ttl` 0 at `exp` only (never when
 //!   the answer has no `exp`). An authoritative `active: false` expires after 5 seconds.
 //!   Failures (transport, timeout, non-200, unparsable) are never stored.
+//! * An answer of this process's own identity server is used only while that server's
+//!   invalidation epoch is where it was when the answer was given
+//!   ([`super::client::LocalIntrospection::invalidation_epoch`]): a revocation or a deleted
+//!   client takes effect on the next request, whatever the `ttl`. Other servers' answers
+//!   follow the `ttl` rule (their epoch is always 0).
 //! * Memory is bounded: at most `cache_size` entries (quick_cache's S3-FIFO eviction).
 //! * One introspection call per token at a time: concurrent misses for the same token wait for
 //!   the first one's result (a failure is shared with the requests that waited for it, and
@@ -63,6 +68,8 @@ pub enum Outcome {
 struct Entry {
     outcome: Arc<Outcome>,
     expires: Option<Instant>,
+    /// The server's invalidation epoch when the answer was asked for.
+    epoch: u64,
 }
 
 /// The result of one introspection, shared by the requests that waited for it.
@@ -119,13 +126,13 @@ impl TokenCache {
         }
     }
 
-    /// A live cached result.
-    pub fn get(&self, key: &Key) -> Option<Arc<Outcome>> {
+    /// A live cached result, given when the server's invalidation epoch was `epoch`.
+    pub fn get(&self, key: &Key, epoch: u64) -> Option<Arc<Outcome>> {
         let entry = self.entries.get(key)?;
         let now = Instant::now();
-        if entry.expires.is_some_and(|e| now >= e) {
-            self.entries
-                .remove_if(key, |e| e.expires.is_some_and(|e| now >= e));
+        let stale = |e: &Entry| e.expires.is_some_and(|x| now >= x) || e.epoch != epoch;
+        if stale(&entry) {
+            self.entries.remove_if(key, stale);
             return None;
         }
         Some(entry.outcome)
@@ -169,13 +176,15 @@ impl TokenCache {
     }
 
     /// The cached result for `key`, or the result of `load` — run by exactly one of the
-    /// requests that miss at the same time; the others wait for it.
-    pub async fn get_or_load<F, Fut>(&self, key: Key, load: F) -> Shared
+    /// requests that miss at the same time; the others wait for it. `epoch` is the server's
+    /// invalidation epoch, read before `load` runs (so a change during the call leaves an
+    /// entry that is asked again).
+    pub async fn get_or_load<F, Fut>(&self, key: Key, epoch: u64, load: F) -> Shared
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Outcome, CallError>>,
     {
-        if let Some(hit) = self.get(&key) {
+        if let Some(hit) = self.get(&key, epoch) {
             return Ok(hit);
         }
         let flight = self
@@ -193,7 +202,7 @@ impl TokenCache {
             .flight
             .get_or_init(|| async {
                 // A flight that started just after the previous one stored its result.
-                if let Some(hit) = self.get(&key) {
+                if let Some(hit) = self.get(&key, epoch) {
                     return Ok(hit);
                 }
                 match load().await {
@@ -205,6 +214,7 @@ impl TokenCache {
                                 Entry {
                                     outcome: outcome.clone(),
                                     expires,
+                                    epoch,
                                 },
                             );
                         }

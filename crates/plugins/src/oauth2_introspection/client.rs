@@ -73,6 +73,15 @@ pub trait LocalIntrospection: Send + Sync {
         body: &[u8],
         token_sha256: &[u8; 32],
     ) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, StatusCode>;
+
+    /// A counter that moves whenever an answer given before may have stopped holding early
+    /// (a revocation, a client deleted or disabled). A cached answer is used only while the
+    /// counter is where it was when the answer was given, whatever the plugin's `ttl`: the
+    /// revocation reaches the gateway at once. The default, for a server whose answers hold
+    /// until their `exp`, never moves.
+    fn invalidation_epoch(&self) -> u64 {
+        0
+    }
 }
 
 /// A pooled client bound to one introspection endpoint and configuration.
@@ -160,6 +169,14 @@ impl IntrospectionClient {
     /// Whether calls are answered in-process rather than over HTTP.
     pub fn is_local(&self) -> bool {
         self.local.is_some()
+    }
+
+    /// The in-process server's [`LocalIntrospection::invalidation_epoch`]; 0 for an endpoint
+    /// over HTTP, whose answers the cache keeps for the `ttl` rule.
+    pub fn invalidation_epoch(&self) -> u64 {
+        self.local
+            .as_ref()
+            .map_or(0, |(local, _)| local.invalidation_epoch())
     }
 
     /// Introspects `token` (whose SHA-256 is `token_sha256`); returns the response's JSON

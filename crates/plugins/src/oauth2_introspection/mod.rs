@@ -262,9 +262,10 @@ impl OAuth2Introspection {
             path: req.parts.uri.path(),
         };
         let token_ref = token.as_str();
+        let epoch = self.client.invalidation_epoch();
         let result = self
             .cache
-            .get_or_load(key, move || async move {
+            .get_or_load(key, epoch, move || async move {
                 let claims = self.client.introspect(token_ref, &key, info).await?;
                 Ok(self.outcome(claims))
             })

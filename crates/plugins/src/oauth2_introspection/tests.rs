@@ -1745,3 +1745,29 @@ async fn an_endpoint_served_by_this_process_is_called_without_http() {
     let remote = OAuth2Introspection::with_local(config, Some(&fake_dyn)).unwrap();
     assert!(!remote.client.is_local());
 }
+
+/// An answer is reused while the server's invalidation epoch stays where it was, whatever the
+/// ttl, and asked again once it moves (a revocation at this process's own identity server).
+#[tokio::test]
+async fn a_moved_invalidation_epoch_asks_the_server_again() {
+    let cache = cache::TokenCache::new(10, Some(Duration::from_secs(300)));
+    let calls = AtomicUsize::new(0);
+    let key = cache::key("a-token");
+    let ask = |epoch| {
+        cache.get_or_load(key, epoch, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(cache::Outcome::Inactive)
+        })
+    };
+    ask(7).await.unwrap();
+    ask(7).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the answer is cached");
+    ask(8).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the epoch moved: asked again"
+    );
+    ask(8).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
