@@ -234,29 +234,7 @@ async fn kill_9_during_issuance_loses_no_acknowledged_token_or_revocation() {
     let mut node = start();
     let http = client();
     node.ready(&http).await;
-    let (s, server) = admin(
-        &http,
-        Method::POST,
-        format!("{}/v1/auth-servers", node.admin),
-        Some(json!({"name": "kill9", "audience": "http://kill9.test"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{server}");
-    let (s, c) = admin(
-        &http,
-        Method::POST,
-        format!(
-            "{}/v1/auth-servers/{}/clients",
-            node.admin,
-            server["id"].as_str().unwrap()
-        ),
-        Some(
-            json!({"name": "c", "grant_types": ["client_credentials"], "allow_all_scopes": true,
-                    "response_types": ["token"]}),
-        ),
-    )
-    .await;
-    assert_eq!(s, 201, "{c}");
+    let (server, (id, secret)) = common::auth_server_with_client(&http, &node.admin, "kill9").await;
     let slug = server["issuer"]
         .as_str()
         .unwrap()
@@ -264,10 +242,6 @@ async fn kill_9_during_issuance_loses_no_acknowledged_token_or_revocation() {
         .next()
         .unwrap()
         .to_owned();
-    let (id, secret) = (
-        c["id"].as_str().unwrap().to_owned(),
-        c["client_secret"].as_str().unwrap().to_owned(),
-    );
 
     let issued = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, bool)>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -383,27 +357,8 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
     let node = Node::start("quickstart", Some(&pg.url), &[]);
     let http = client();
     node.ready(&http).await;
-    let (s, server) = admin(
-        &http,
-        Method::POST,
-        format!("{}/v1/auth-servers", node.admin),
-        Some(json!({"name": "outage", "audience": "aud"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{server}");
+    let (server, creds) = common::auth_server_with_client(&http, &node.admin, "outage").await;
     let issuer = server["issuer"].as_str().unwrap().to_owned();
-    let (s, c) = admin(
-        &http,
-        Method::POST,
-        format!("{}/v1/auth-servers/{}/clients", node.admin, server["id"].as_str().unwrap()),
-        Some(json!({"name": "svc", "grant_types": ["client_credentials"], "response_types": ["token"]})),
-    )
-    .await;
-    assert_eq!(s, 201, "{c}");
-    let creds = (
-        c["id"].as_str().unwrap().to_owned(),
-        c["client_secret"].as_str().unwrap().to_owned(),
-    );
     let (s, t) = grant(&http, &issuer, &creds).await;
     assert_eq!(s, 200, "{t}");
     let token = t["access_token"].as_str().unwrap().to_owned();

@@ -384,3 +384,39 @@ impl Drop for PrivatePg {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An auth server and one client_credentials client (allowed every scope) made through the
+/// admin API at `admin_url`: the auth server's JSON, and the client's id and secret.
+pub async fn auth_server_with_client(
+    http: &reqwest::Client,
+    admin_url: &str,
+    name: &str,
+) -> (Value, (String, String)) {
+    let (s, server) = admin(
+        http,
+        reqwest::Method::POST,
+        format!("{admin_url}/v1/auth-servers"),
+        Some(serde_json::json!({"name": name, "audience": format!("http://{name}.test")})),
+    )
+    .await;
+    assert_eq!(s, 201, "{server}");
+    let (s, c) = admin(
+        http,
+        reqwest::Method::POST,
+        format!(
+            "{admin_url}/v1/auth-servers/{}/clients",
+            server["id"].as_str().unwrap()
+        ),
+        Some(
+            serde_json::json!({"name": "c", "grant_types": ["client_credentials"],
+                                "allow_all_scopes": true, "response_types": ["token"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{c}");
+    let creds = (
+        c["id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
+    (server, creds)
+}
