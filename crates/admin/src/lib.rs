@@ -219,15 +219,25 @@ async fn node_info(
     }))
 }
 
+/// How long `GET /status` waits for the database to answer before it reports it unreachable.
+const STATUS_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn status(
     axum::extract::State(state): axum::extract::State<AdminState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let ready = state.ready.load(Ordering::Acquire);
+    let store = state.identity.store();
+    // As Kong's `/status`: whether the database answers now. A node whose database is gone
+    // stays ready (it serves from memory), so a probe of this endpoint must not wait long.
+    let reachable = matches!(
+        tokio::time::timeout(STATUS_PING_TIMEOUT, store.ping()).await,
+        Ok(Ok(()))
+    );
     let body = serde_json::json!({
         "ready": ready,
         "version": env!("CARGO_PKG_VERSION"),
-        "database": state.identity.store().backend(),
+        "database": {"backend": store.backend(), "reachable": reachable},
     });
     let status = if ready {
         http::StatusCode::OK

@@ -161,6 +161,12 @@ async fn requires_the_admin_token_but_not_for_status() {
     let req = Request::get("/status").body(Body::empty()).unwrap();
     let r = e.admin.clone().oneshot(req).await.unwrap();
     assert_eq!(r.status(), 200);
+    let body: Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        body["database"],
+        json!({"backend": "sqlite", "reachable": true})
+    );
 }
 
 #[tokio::test]

@@ -359,6 +359,20 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
     node.ready(&http).await;
     let (server, creds) = common::auth_server_with_client(&http, &node.admin, "outage").await;
     let issuer = server["issuer"].as_str().unwrap().to_owned();
+    let status = || async {
+        let r = http
+            .get(format!("{}/status", node.admin))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (s, v) = status().await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["database"],
+        json!({"backend": "postgres", "reachable": true})
+    );
     let (s, t) = grant(&http, &issuer, &creds).await;
     assert_eq!(s, 200, "{t}");
     let token = t["access_token"].as_str().unwrap().to_owned();
@@ -427,6 +441,16 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // /status says so, quickly, and the node stays ready: it is serving.
+    let started = Instant::now();
+    let (s, v) = status().await;
+    assert_eq!((s, v["ready"].clone()), (200, json!(true)));
+    assert_eq!(v["database"]["reachable"], false);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The database is back: the same process writes and issues again.
     pg.start_again();
@@ -442,6 +466,7 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
     }
     let (s, t) = grant(&http, &issuer, &creds).await;
     assert_eq!(s, 200, "{t}");
+    assert_eq!(status().await.1["database"]["reachable"], true);
     let (s, v) = admin(
         &http,
         Method::GET,

@@ -75,6 +75,10 @@ pub trait Store: GatewayStore {
     /// Which backend this is (`sqlite` or `postgres`), for logs and `/status`.
     fn backend(&self) -> &'static str;
 
+    /// Runs a trivial statement: `Ok` when the database answers now (within
+    /// [`ACQUIRE_TIMEOUT`] for a connection).
+    async fn ping(&self) -> Result<()>;
+
     /// A setting by key.
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` unless it already has a value; returns whether this call set it.

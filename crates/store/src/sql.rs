@@ -351,6 +351,14 @@ macro_rules! sql_store {
                 $backend
             }
 
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
             async fn get_setting(&self, key: &str) -> Result<Option<String>> {
                 let mut qb: Qb = QueryBuilder::new("SELECT value FROM settings WHERE key = ");
                 qb.push_bind(key.to_owned());
