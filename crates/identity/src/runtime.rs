@@ -253,7 +253,7 @@ pub struct TokenWriter {
     tx: mpsc::Sender<(IssuedToken, oneshot::Sender<Recorded>)>,
 }
 
-/// Why an issued token was not recorded (and so must not be handed out).
+/// Whether an issued token was recorded, and so may be handed out; if not, why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     /// Committed.
