@@ -102,23 +102,28 @@ fn issuer(c: &mut Criterion) {
         let store = gatehouse_store::open(&dir.join("bench.db").display().to_string())
             .await
             .unwrap();
+        let version = store.change_version().await.unwrap();
         let identity = Identity::load(
-            store,
+            store.clone(),
             MasterKey::parse(&"42".repeat(32)).unwrap(),
             "http://127.0.0.1:8002",
         )
         .await
         .unwrap();
+        let feed = gatehouse_admin::sync::follow(store, identity.clone(), None, version)
+            .await
+            .unwrap();
         let state = AdminState {
             identity: identity.clone(),
             ready: Arc::new(AtomicBool::new(true)),
             gateway: gatehouse_admin::GatewayAdmin {
                 registry: Arc::new(gatehouse_proxy::plugin::Registry::new()),
                 default_control_plane: uuid::Uuid::nil(),
-                running: None,
+                served_control_plane: None,
                 admin_url: "http://admin.test".into(),
                 proxy_url: None,
             },
+            feed,
         };
         let auth = AdminAuth::from_hex_digests([token_digest_hex(TOKEN).as_str()]);
         (

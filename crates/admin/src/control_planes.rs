@@ -82,11 +82,7 @@ fn render(st: &AdminState, cp: &ControlPlane) -> Value {
         "{}/v2/control-planes/{}/core-entities",
         st.gateway.admin_url, cp.id
     );
-    let served = st
-        .gateway
-        .running
-        .as_ref()
-        .is_some_and(|g| g.control_plane_id() == cp.id);
+    let served = st.gateway.served_control_plane == Some(cp.id);
     let proxy_urls: Vec<Value> = if cp.proxy_urls.is_empty() && served {
         st.gateway.proxy_url.iter().map(|u| json!(u)).collect()
     } else {
@@ -289,11 +285,7 @@ async fn patch_cp(
 
 /// Whether this node serves `cp` (its proxy, or the Kong Admin API paths).
 fn in_use(st: &AdminState, cp: &ControlPlane) -> bool {
-    st.gateway
-        .running
-        .as_ref()
-        .is_some_and(|g| g.control_plane_id() == cp.id)
-        || st.gateway.default_control_plane == cp.id
+    st.gateway.served_control_plane == Some(cp.id) || st.gateway.default_control_plane == cp.id
 }
 
 async fn delete_cp(State(st): State<AdminState>, Path(id): Path<String>) -> ApiResult {

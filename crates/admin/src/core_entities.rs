@@ -674,32 +674,6 @@ fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
     }
 }
 
-/// Rebuilds the proxy's snapshot when `cp` is the control plane this node serves.
-pub async fn apply(st: &AdminState, cp: Uuid) -> Result<(), KongError> {
-    if let Some(gw) = &st.gateway.running
-        && gw.control_plane_id() == cp
-        && let Err(e) = gw.reload().await
-    {
-        // The write is committed: answer it as done, and keep trying to bring the proxy up
-        // to date rather than leaving it on the old configuration until the next write.
-        tracing::error!(error = %e, "rebuilding the proxy configuration failed; retrying");
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            for attempt in 1u32..=10 {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
-                    .await;
-                match gw.reload().await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::error!(error = %e, attempt, "proxy configuration reload failed")
-                    }
-                }
-            }
-        });
-    }
-    Ok(())
-}
-
 fn set_parent(body: &mut Value, parent: Option<(K, Uuid)>) {
     if let Some((kind, id)) = parent {
         body[kind.singular()] = json!({"id": id});
@@ -725,7 +699,7 @@ async fn create(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
         .insert_core_entity(&entity)
         .await
         .map_err(|e| store_error(e, &entity))?;
-    apply(&st, s.cp).await?;
+    crate::sync::settle(&st).await;
     Ok(ok(StatusCode::CREATED, render(&st, &entity)))
 }
 
@@ -770,7 +744,7 @@ async fn upsert(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
         store.insert_core_entity(&entity).await
     };
     result.map_err(|e| store_error(e, &entity))?;
-    apply(&st, s.cp).await?;
+    crate::sync::settle(&st).await;
     Ok(ok(StatusCode::OK, render(&st, &entity)))
 }
 
@@ -798,7 +772,7 @@ async fn patch(st: AdminState, s: Scope, kind: K, parent: Option<K>, body: Value
         .update_core_entity(&entity)
         .await
         .map_err(|e| store_error(e, &entity))?;
-    apply(&st, s.cp).await?;
+    crate::sync::settle(&st).await;
     Ok(ok(StatusCode::OK, render(&st, &entity)))
 }
 
@@ -823,7 +797,7 @@ async fn delete(st: AdminState, s: Scope, kind: K, parent: Option<K>) -> KResult
         Ok(()) | Err(StoreError::NotFound) => {}
         Err(e) => return Err(store_error(e, &existing)),
     }
-    apply(&st, s.cp).await?;
+    crate::sync::settle(&st).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -64,6 +64,7 @@ async fn stores() -> Vec<SharedStore> {
 }
 
 async fn env(store: SharedStore) -> Env {
+    let version = store.change_version().await.unwrap();
     let identity = Identity::load(
         store.clone(),
         MasterKey::parse(&"42".repeat(32)).unwrap(),
@@ -75,19 +76,26 @@ async fn env(store: SharedStore) -> Env {
         .await
         .unwrap();
     let registry = Arc::new(gatehouse_plugins::registry());
-    let gateway = Gateway::load(store.clone(), registry.clone(), default_cp, None)
-        .await
-        .unwrap();
+    let gateway = Gateway::new(registry.clone(), default_cp).unwrap();
+    let feed = crate::sync::follow(
+        store.clone(),
+        identity.clone(),
+        Some(gateway.clone()),
+        version,
+    )
+    .await
+    .unwrap();
     let state = AdminState {
         identity,
         ready: Arc::new(AtomicBool::new(true)),
         gateway: GatewayAdmin {
             registry,
             default_control_plane: default_cp,
-            running: Some(gateway.clone()),
+            served_control_plane: Some(default_cp),
             admin_url: "http://admin.test".into(),
             proxy_url: None,
         },
+        feed,
     };
     Env {
         app: router(

@@ -16,11 +16,8 @@ use gatehouse_core::Timestamp;
 use gatehouse_core::identity::*;
 use gatehouse_core::list::ListQuery;
 use gatehouse_core::validation::{InvalidParameter, Labels, ObjectReader, Problems};
-use gatehouse_identity::runtime::{
-    RuntimeError, client_template_ctx, server_template_ctx, template_ctx,
-};
+use gatehouse_identity::runtime::{client_template_ctx, server_template_ctx, template_ctx};
 use gatehouse_identity::{RESERVED_CLAIM_NAMES, keys, secrets};
-use gatehouse_store::StoreError;
 use http::StatusCode;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -111,16 +108,6 @@ fn path_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
         let mut p = InvalidParameter::new(field, "is_uuid", "must be a UUID");
         p.source = Some("path");
         ApiError::Invalid(vec![p])
-    })
-}
-
-async fn reload(state: &AdminState, id: Uuid) -> Result<(), ApiError> {
-    state.identity.reload(id).await.map_err(|e| match e {
-        RuntimeError::Store(e @ StoreError::Unavailable(_)) => ApiError::store(e, "auth server"),
-        e => {
-            tracing::error!(auth_server = %id, error = %e, "rebuilding the auth server's runtime failed");
-            ApiError::Internal
-        }
     })
 }
 
@@ -284,7 +271,7 @@ async fn create_server(State(state): State<AdminState>, JsonBody(body): JsonBody
         .create_auth_server(&server, &key)
         .await
         .map_err(|e| ApiError::store(e, "an auth server"))?;
-    reload(&state, id).await?;
+    crate::sync::settle(&state).await;
     Ok(created(render_server(&state, &server)))
 }
 
@@ -351,7 +338,7 @@ async fn patch_server(
         .update_auth_server(&s, new_key.as_ref())
         .await
         .map_err(|e| ApiError::store(e, "an auth server"))?;
-    reload(&state, s.id).await?;
+    crate::sync::settle(&state).await;
     Ok(ok(render_server(&state, &s)))
 }
 
@@ -381,7 +368,7 @@ async fn delete_server(
         .delete_auth_server(id, force)
         .await
         .map_err(|e| ApiError::store(e, "an auth server"))?;
-    reload(&state, id).await?;
+    crate::sync::settle(&state).await;
     Ok(no_content())
 }
 
@@ -473,7 +460,7 @@ async fn create_scope(
         .create_scope(&s)
         .await
         .map_err(|e| ApiError::store(e, "a scope"))?;
-    reload(&state, server.id).await?;
+    crate::sync::settle(&state).await;
     Ok(created(render_scope(&s)))
 }
 
@@ -512,7 +499,7 @@ async fn patch_scope(
         .update_scope(&s)
         .await
         .map_err(|e| ApiError::store(e, "a scope"))?;
-    reload(&state, s.auth_server_id).await?;
+    crate::sync::settle(&state).await;
     Ok(ok(render_scope(&s)))
 }
 
@@ -528,7 +515,7 @@ async fn delete_scope(
         .delete_scope(server.id, id)
         .await
         .map_err(|e| ApiError::store(e, "a scope"))?;
-    reload(&state, server.id).await?;
+    crate::sync::settle(&state).await;
     Ok(no_content())
 }
 
@@ -678,7 +665,7 @@ async fn create_claim(
         .create_claim(&c)
         .await
         .map_err(|e| ApiError::store(e, "a claim"))?;
-    reload(&state, server.id).await?;
+    crate::sync::settle(&state).await;
     Ok(created(render_claim(&c)))
 }
 
@@ -715,7 +702,7 @@ async fn patch_claim(
         .update_claim(&c)
         .await
         .map_err(|e| ApiError::store(e, "a claim"))?;
-    reload(&state, c.auth_server_id).await?;
+    crate::sync::settle(&state).await;
     Ok(ok(render_claim(&c)))
 }
 
@@ -731,7 +718,7 @@ async fn delete_claim(
         .delete_claim(server.id, id)
         .await
         .map_err(|e| ApiError::store(e, "a claim"))?;
-    reload(&state, server.id).await?;
+    crate::sync::settle(&state).await;
     Ok(no_content())
 }
 
@@ -966,7 +953,7 @@ async fn create_client(
         .create_client(&c, &record)
         .await
         .map_err(|e| ApiError::store(e, "a client"))?;
-    reload(&state, server.id).await?;
+    crate::sync::settle(&state).await;
     let mut v = render_client(&c);
     v["client_secret"] = secret.into();
     Ok(created(v))
@@ -1008,7 +995,7 @@ async fn patch_client(
         .update_client(&c, record.as_ref())
         .await
         .map_err(|e| ApiError::store(e, "a client"))?;
-    reload(&state, c.auth_server_id).await?;
+    crate::sync::settle(&state).await;
     Ok(ok(render_client(&c)))
 }
 
@@ -1059,7 +1046,7 @@ async fn put_client(
         .upsert_client(&c, &record)
         .await
         .map_err(|e| ApiError::store(e, "a client"))?;
-    reload(&state, server.id).await?;
+    crate::sync::settle(&state).await;
     let status = if was_created {
         StatusCode::CREATED
     } else {
@@ -1079,7 +1066,7 @@ async fn delete_client(
         .delete_client(server.id, &id)
         .await
         .map_err(|e| ApiError::store(e, "a client"))?;
-    reload(&state, server.id).await?;
+    crate::sync::settle(&state).await;
     Ok(no_content())
 }
 
@@ -1129,7 +1116,7 @@ async fn create_secret(
         .create_secret(&record, MAX_ENABLED_SECRETS)
         .await
         .map_err(|e| ApiError::store(e, "a secret"))?;
-    reload(&state, client.auth_server_id).await?;
+    crate::sync::settle(&state).await;
     let mut v = render_secret(&record);
     v["secret"] = secret.into();
     Ok(created(v))
@@ -1176,7 +1163,7 @@ async fn patch_secret(
         )
         .await
         .map_err(|e| ApiError::store(e, "a secret"))?;
-    reload(&state, client.auth_server_id).await?;
+    crate::sync::settle(&state).await;
     Ok(ok(render_secret(&s)))
 }
 
@@ -1192,7 +1179,7 @@ async fn delete_secret(
         .delete_secret(client.auth_server_id, &client.id, id)
         .await
         .map_err(|e| ApiError::store(e, "a secret"))?;
-    reload(&state, client.auth_server_id).await?;
+    crate::sync::settle(&state).await;
     Ok(no_content())
 }
 
@@ -1314,8 +1301,8 @@ async fn revoke_token(
         .revoke_token(t.auth_server_id, t.id, Timestamp::now())
         .await
         .map_err(|e| ApiError::store(e, "a token"))?;
-    if let Some(r) = revoked {
-        state.identity.mark_revoked(r.id, r.expires_at);
+    if revoked.is_some() {
+        crate::sync::settle(&state).await;
     }
     Ok(no_content())
 }
@@ -1331,8 +1318,8 @@ async fn revoke_all_tokens(
         .revoke_client_tokens(client.auth_server_id, &client.id, Timestamp::now())
         .await
         .map_err(|e| ApiError::store(e, "a token"))?;
-    for (jti, exp) in revoked {
-        state.identity.mark_revoked(jti, exp);
+    if !revoked.is_empty() {
+        crate::sync::settle(&state).await;
     }
     Ok(no_content())
 }

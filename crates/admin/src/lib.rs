@@ -16,11 +16,11 @@ pub mod kong_error;
 pub mod list;
 pub mod plugin_secrets;
 pub mod problem;
+pub mod sync;
 
 use axum::Router;
 use axum::routing::get;
 use gatehouse_identity::Identity;
-use gatehouse_proxy::gateway::Gateway;
 use gatehouse_proxy::plugin::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +35,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// The gateway side: plugins, control planes, the running proxy.
     pub gateway: GatewayAdmin,
+    /// This node's place in the change feed ([`sync::settle`] after every write).
+    pub feed: Arc<gatehouse_store::feed::Feed>,
 }
 
 /// The gateway side of the admin state.
@@ -44,8 +46,8 @@ pub struct GatewayAdmin {
     pub registry: Arc<Registry>,
     /// The control plane the Kong Admin API paths (`/services`, …) work on: `default`.
     pub default_control_plane: Uuid,
-    /// This node's proxy, rebuilt after writes to its control plane (None: no proxy role).
-    pub running: Option<Arc<Gateway>>,
+    /// The control plane this node's proxy serves (None: no proxy role).
+    pub served_control_plane: Option<Uuid>,
     /// The admin listener's URL, for `control_plane_endpoint`.
     pub admin_url: String,
     /// The proxy listener, for the served control plane's `proxy_urls`.
@@ -234,10 +236,15 @@ async fn status(
         tokio::time::timeout(STATUS_PING_TIMEOUT, store.ping()).await,
         Ok(Ok(()))
     );
+    // Where this node stands in the change feed: the version it serves, when it last caught
+    // up with the database, and why not if its latest attempt failed (a lagging node).
+    let feed = state.feed.health();
     let body = serde_json::json!({
         "ready": ready,
         "version": env!("CARGO_PKG_VERSION"),
         "database": {"backend": store.backend(), "reachable": reachable},
+        "config_version": feed.applied_version,
+        "configuration": feed,
     });
     let status = if ready {
         http::StatusCode::OK

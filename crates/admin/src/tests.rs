@@ -35,23 +35,28 @@ async fn node(dir: std::path::PathBuf) -> Env {
     let store = gatehouse_store::open(&dir.join("t.db").display().to_string())
         .await
         .unwrap();
+    let version = store.change_version().await.unwrap();
     let identity = Identity::load(
-        store,
+        store.clone(),
         MasterKey::parse(&"42".repeat(32)).unwrap(),
         "http://id.test",
     )
     .await
     .unwrap();
+    let feed = crate::sync::follow(store, identity.clone(), None, version)
+        .await
+        .unwrap();
     let state = AdminState {
         identity: identity.clone(),
         ready: Arc::new(AtomicBool::new(true)),
         gateway: crate::GatewayAdmin {
             registry: Arc::new(gatehouse_proxy::plugin::Registry::new()),
             default_control_plane: uuid::Uuid::nil(),
-            running: None,
+            served_control_plane: None,
             admin_url: "http://admin.test".into(),
             proxy_url: None,
         },
+        feed,
     };
     Env {
         admin: router(

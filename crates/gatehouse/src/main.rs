@@ -105,6 +105,10 @@ struct ServeArgs {
     /// [default: http:// and the identity listener's address].
     #[arg(long, env = "GATEHOUSE_IDENTITY_PUBLIC_URL")]
     identity_public_url: Option<String>,
+    /// How often the node compares its configuration version with the database's, the
+    /// safety net under PostgreSQL's change notifications (Kong's `db_update_frequency`).
+    #[arg(long, env = "GATEHOUSE_DB_UPDATE_FREQUENCY", default_value = "1s", value_parser = parse_duration)]
+    db_update_frequency: Duration,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -418,6 +422,12 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
         burst: args.limits.auth_failure_burst,
         refill: args.limits.auth_failure_refill,
     };
+    // The feed's version before anything is loaded: a change committed while this node loads
+    // is applied again rather than missed.
+    let feed_version = store
+        .change_version()
+        .await
+        .context("cannot read the configuration version")?;
     let identity = Identity::load_with(store.clone(), master, &public_url, throttle)
         .await
         .context("cannot load the identity server's configuration")?;
@@ -481,22 +491,17 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     }
     let local = local_identity::LocalIdentity::new(identity.clone(), &issuer_bases);
     let registry = Arc::new(gatehouse_plugins::registry_with(Some(Arc::new(local))));
-    let opener: gatehouse_proxy::gateway::ConfigOpener = {
-        let registry = registry.clone();
-        let identity = identity.clone();
-        Arc::new(move |name: &str, mut config: serde_json::Value| {
-            gatehouse_admin::plugin_secrets::open_config(
-                &registry,
-                identity.master_key(),
-                name,
-                &mut config,
-            );
-            config
-        })
-    };
-    let gateway = Gateway::load(store.clone(), registry.clone(), served_cp, Some(opener))
-        .await
-        .context("cannot load the proxy configuration")?;
+    let gateway = Gateway::new(registry.clone(), served_cp)
+        .map_err(|e| anyhow::anyhow!("cannot start the proxy: {e}"))?;
+    let feed = gatehouse_admin::sync::follow(
+        store.clone(),
+        identity.clone(),
+        Some(gateway.clone()),
+        feed_version,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot load the proxy configuration: {e}"))?;
+    feed.spawn(args.db_update_frequency);
 
     let ready = Arc::new(AtomicBool::new(false));
     let admin = admin_router(
@@ -506,7 +511,7 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             gateway: GatewayAdmin {
                 registry,
                 default_control_plane: default_cp,
-                running: Some(gateway.clone()),
+                served_control_plane: Some(served_cp),
                 admin_url: local_url(admin_addr),
                 proxy_url: Some(ProxyUrl {
                     host: local_host(proxy_addr),
@@ -514,6 +519,7 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
                     protocol: "http".into(),
                 }),
             },
+            feed,
         },
         auth,
     );

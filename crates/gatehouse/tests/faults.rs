@@ -332,21 +332,6 @@ async fn kill_9_during_issuance_loses_no_acknowledged_token_or_revocation() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Asks `issuer` for a token as `(client_id, secret)`: the status and the body.
-async fn grant(http: &reqwest::Client, issuer: &str, client: &(String, String)) -> (u16, Value) {
-    let r = http
-        .post(format!("{issuer}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client.0.as_str()),
-            ("client_secret", client.1.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 /// PostgreSQL stops under a running node: admin writes and the token endpoint answer 503 in
 /// their own formats within the acquire timeout (not sqlx's default 30 s), the proxy and
 /// introspection go on from memory, and once the database is back the same node writes and
@@ -373,7 +358,7 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
         v["database"],
         json!({"backend": "postgres", "reachable": true})
     );
-    let (s, t) = grant(&http, &issuer, &creds).await;
+    let (s, t) = common::grant(&http, &issuer, &creds).await;
     assert_eq!(s, 200, "{t}");
     let token = t["access_token"].as_str().unwrap().to_owned();
     assert_eq!(create_service(&http, &node, "before").await.0, 201);
@@ -416,7 +401,7 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
     );
     // The token endpoint: 503 temporarily_unavailable, nothing handed out.
     let started = Instant::now();
-    let (s, v) = grant(&http, &issuer, &creds).await;
+    let (s, v) = common::grant(&http, &issuer, &creds).await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["error"], "temporarily_unavailable");
     assert!(v.get("access_token").is_none());
@@ -464,7 +449,7 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
         assert!(Instant::now() < deadline, "writes did not come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (s, t) = grant(&http, &issuer, &creds).await;
+    let (s, t) = common::grant(&http, &issuer, &creds).await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(status().await.1["database"]["reachable"], true);
     let (s, v) = admin(

@@ -20,6 +20,7 @@ use gatehouse_core::Timestamp;
 use gatehouse_core::identity::{
     AuthServer, Claim, Client, GrantType, IssuedToken, Scope, TokenEndpointAuthMethod,
 };
+use gatehouse_store::feed::{Change, ChangeSink, SinkError};
 use gatehouse_store::{SharedStore, StoreError};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -1023,8 +1024,9 @@ impl Identity {
         Ok(())
     }
 
-    /// Background upkeep: refresh revocations every few seconds, forget dead verifications
-    /// every minute, purge long-expired token records hourly. Runs until the process ends.
+    /// Background upkeep: forget dead verifications every minute, purge long-expired token
+    /// records hourly. Runs until the process ends. (Other nodes' revocations and changes
+    /// arrive through the change feed: see the [`ChangeSink`] implementation.)
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -1033,9 +1035,6 @@ impl Identity {
             loop {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { break };
-                if let Err(e) = me.refresh_revoked().await {
-                    tracing::warn!(error = %e, "refreshing revoked tokens failed");
-                }
                 n += 1;
                 if n.is_multiple_of(12) {
                     me.forget_dead_verifications();
@@ -1052,6 +1051,37 @@ impl Identity {
                 }
             }
         });
+    }
+}
+
+/// The identity server follows the change feed: a change to an auth server's configuration
+/// (its clients, secrets, scopes, claims, keys) rebuilds that auth server, once per batch; a
+/// revocation joins the revoked set. Either moves the [`Identity::invalidation_epoch`], so
+/// every cached introspection answer is asked again.
+#[async_trait::async_trait]
+impl ChangeSink for Identity {
+    async fn apply(&self, changes: &[Change]) -> Result<(), SinkError> {
+        let mut servers: Vec<Uuid> = Vec::new();
+        for c in changes {
+            if c.kind.is_identity() && !servers.contains(&c.scope) {
+                servers.push(c.scope);
+            }
+        }
+        for id in servers {
+            self.reload(id).await?;
+        }
+        for c in changes {
+            if let (Some(jti), Some(exp)) = (c.revoked_jti(), c.expires_at) {
+                self.mark_revoked(jti, exp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn resync(&self) -> Result<(), SinkError> {
+        self.reload_all().await?;
+        self.refresh_revoked().await?;
+        Ok(())
     }
 }
 

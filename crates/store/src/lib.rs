@@ -16,6 +16,7 @@ use gatehouse_core::list::{ListQuery, Page};
 use std::sync::Arc;
 use uuid::Uuid;
 
+pub mod feed;
 mod rows;
 #[macro_use]
 mod gateway_sql;
@@ -58,6 +59,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A change-feed sink could not apply changes (see [`feed::ChangeSink`]).
+    #[error("applying changes failed: {0}")]
+    Sink(feed::SinkError),
     /// Migrations failed.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -207,6 +211,16 @@ pub trait Store: GatewayStore {
 
     /// An auth server's signing keys, newest first.
     async fn signing_keys(&self, auth_server: Uuid) -> Result<Vec<SigningKey>>;
+
+    /// The latest version of the change feed (0 before any change).
+    async fn change_version(&self) -> Result<i64>;
+    /// Up to `limit` recorded changes after version `after`, in order.
+    async fn changes_since(&self, after: i64, limit: i64) -> Result<feed::ChangeRead>;
+    /// Deletes change records made before `before`; returns how many.
+    async fn prune_changes(&self, before: Timestamp) -> Result<u64>;
+    /// Listens for other nodes' change announcements: PostgreSQL's `LISTEN`; `None` on
+    /// SQLite, whose one node learns of its writes in-process.
+    async fn listen(&self) -> Result<Option<Box<dyn feed::ChangeListener>>>;
 }
 
 /// The gateway's part of the store: control planes and their core entities. Every [`Store`] is

@@ -1113,6 +1113,47 @@ macro_rules! sql_store {
                     qb.build_query_as().fetch_all(&self.pool).await.map_err(db_err)?;
                 convert(rows)
             }
+
+            async fn change_version(&self) -> Result<i64> {
+                sqlx::query_scalar("SELECT version FROM change_version WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)
+            }
+
+            async fn changes_since(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> Result<$crate::feed::ChangeRead> {
+                let mut qb: Qb = QueryBuilder::new(
+                    "SELECT version, kind, scope_id, entity_id, expires_at FROM changes WHERE version > ",
+                );
+                qb.push_bind(after)
+                    .push(" ORDER BY version LIMIT ")
+                    .push_bind(limit);
+                let rows: Vec<(i64, String, String, String, Option<i64>)> =
+                    qb.build_query_as().fetch_all(&self.pool).await.map_err(db_err)?;
+                let mut changes = Vec::with_capacity(rows.len());
+                for (version, kind, scope, entity, expires) in rows {
+                    match $crate::feed::Change::from_row(version, &kind, &scope, entity, expires) {
+                        Some(c) => changes.push(c),
+                        None => return Ok($crate::feed::ChangeRead::Unreadable),
+                    }
+                }
+                Ok($crate::feed::ChangeRead::Changes(changes))
+            }
+
+            async fn prune_changes(&self, before: Timestamp) -> Result<u64> {
+                let mut qb: Qb = QueryBuilder::new("DELETE FROM changes WHERE created_at < ");
+                qb.push_bind(before.0);
+                let done = qb.build().execute(&self.pool).await.map_err(db_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn listen(&self) -> Result<Option<Box<dyn $crate::feed::ChangeListener>>> {
+                self.change_listener().await
+            }
         }
 
         gateway_sql!($store);

@@ -18,6 +18,8 @@ pub(crate) fn postgres_url() -> String {
 
 struct Backends {
     stores: Vec<SharedStore>,
+    sqlite_pool: sqlx::SqlitePool,
+    pg_pool: sqlx::PgPool,
     schema: String,
     dir: std::path::PathBuf,
 }
@@ -43,6 +45,8 @@ impl Backends {
             .await
             .unwrap();
         Self {
+            sqlite_pool: sqlite.pool.clone(),
+            pg_pool: pg.pool.clone(),
             stores: vec![Arc::new(sqlite), Arc::new(pg)],
             schema,
             dir,
@@ -662,4 +666,222 @@ async fn core_entities_references_uniques_and_cascades() {
         );
     }
     b.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_change_is_recorded_in_order_and_issuing_tokens_is_not() {
+    use crate::feed::{ChangeKind as C, ChangeRead};
+    use gatehouse_core::gateway::EntityKind as K;
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let start = s.change_version().await.unwrap();
+        let (a, k) = server("A");
+        s.create_auth_server(&a, &k).await.unwrap();
+        let (c, sec) = client(a.id, "Client", vec![]);
+        s.create_client(&c, &sec).await.unwrap();
+        let now = Timestamp::now();
+        let tokens: Vec<IssuedToken> = (0..3)
+            .map(|_| IssuedToken {
+                id: Uuid::new_v4(),
+                auth_server_id: a.id,
+                client_id: c.id.clone(),
+                granted_scope_names: vec![],
+                created_at: now,
+                expires_at: now.plus_seconds(600),
+                revoked_at: None,
+            })
+            .collect();
+        s.insert_tokens(&tokens).await.unwrap();
+        s.revoke_token(a.id, tokens[1].id, now).await.unwrap();
+        // Revoking it again changes nothing.
+        s.revoke_token(a.id, tokens[1].id, now).await.unwrap();
+        let cp = control_plane("feed");
+        s.create_control_plane(&cp).await.unwrap();
+        let svc = entity(cp.id, K::Service, Some("svc"));
+        s.insert_core_entity(&svc).await.unwrap();
+        s.delete_client(a.id, &c.id).await.unwrap();
+
+        let ChangeRead::Changes(changes) = s.changes_since(start, 100).await.unwrap() else {
+            panic!("unreadable changes on {}", s.backend());
+        };
+        let seen: Vec<(C, Uuid)> = changes.iter().map(|c| (c.kind.clone(), c.scope)).collect();
+        // The client's delete cascades to its secret (and its tokens, which are no change).
+        let secret_then_client = if seen[7].0 == C::Secret {
+            [(C::Secret, a.id), (C::Client, a.id)]
+        } else {
+            [(C::Client, a.id), (C::Secret, a.id)]
+        };
+        let mut expected = vec![
+            (C::AuthServer, a.id),
+            (C::Key, a.id),
+            (C::Client, a.id),
+            (C::Secret, a.id),
+            (C::Revocation, a.id),
+            (C::ControlPlane, cp.id),
+            (C::CoreEntity, cp.id),
+        ];
+        expected.extend(secret_then_client);
+        assert_eq!(seen, expected, "{}", s.backend());
+        let versions: Vec<i64> = changes.iter().map(|c| c.version).collect();
+        let contiguous: Vec<i64> = (start + 1..=start + 9).collect();
+        assert_eq!(versions, contiguous, "{}", s.backend());
+        assert_eq!(s.change_version().await.unwrap(), start + 9);
+        let revocation = &changes[4];
+        assert_eq!(revocation.revoked_jti(), Some(tokens[1].id));
+        assert_eq!(revocation.expires_at, Some(tokens[1].expires_at));
+        assert_eq!(changes[6].entity_id, format!("services:{}", svc.id));
+
+        // Reading from the middle, and up to date.
+        let ChangeRead::Changes(tail) = s.changes_since(start + 7, 100).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(tail.len(), 2);
+        let ChangeRead::Changes(none) = s.changes_since(start + 9, 100).await.unwrap() else {
+            panic!()
+        };
+        assert!(none.is_empty());
+        // Pruning drops the rows, never the version.
+        assert_eq!(s.prune_changes(now.plus_seconds(60)).await.unwrap(), 9);
+        assert_eq!(s.change_version().await.unwrap(), start + 9);
+    }
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_announces_each_committed_change() {
+    let b = Backends::new().await;
+    let pg = &b.stores[1];
+    let mut listener = pg.listen().await.unwrap().expect("PostgreSQL listens");
+    assert!(
+        b.stores[0].listen().await.unwrap().is_none(),
+        "SQLite does not"
+    );
+    let (a, k) = server("Announced");
+    pg.create_auth_server(&a, &k).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), listener.next())
+        .await
+        .expect("a notification within 5 s")
+        .unwrap();
+    assert!(got);
+    b.cleanup().await;
+}
+
+/// A sink that records what the feed hands it.
+#[derive(Default)]
+struct Recorder {
+    applied: std::sync::Mutex<Vec<i64>>,
+    resyncs: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl crate::feed::ChangeSink for Recorder {
+    async fn apply(&self, changes: &[crate::feed::Change]) -> Result<(), crate::feed::SinkError> {
+        self.applied
+            .lock()
+            .unwrap()
+            .extend(changes.iter().map(|c| c.version));
+        Ok(())
+    }
+
+    async fn resync(&self) -> Result<(), crate::feed::SinkError> {
+        self.resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_feed_applies_in_order_and_rebuilds_when_it_cannot_replay() {
+    use crate::feed::Feed;
+    use std::sync::atomic::Ordering::SeqCst;
+    let b = Backends::new().await;
+    for (i, s) in b.stores.iter().enumerate() {
+        let start = s.change_version().await.unwrap();
+        let sink = Arc::new(Recorder::default());
+        let feed = Feed::new(s.clone(), vec![sink.clone()], start);
+        s.create_control_plane(&control_plane("one")).await.unwrap();
+        s.create_control_plane(&control_plane("two")).await.unwrap();
+        feed.catch_up().await.unwrap();
+        assert_eq!(*sink.applied.lock().unwrap(), vec![start + 1, start + 2]);
+        assert_eq!(feed.applied(), start + 2);
+        assert_eq!(feed.health().applied_version, start + 2);
+        // Nothing new: nothing applied, no rebuild.
+        feed.catch_up().await.unwrap();
+        assert_eq!(sink.applied.lock().unwrap().len(), 2);
+        assert_eq!(sink.resyncs.load(SeqCst), 0);
+
+        // A kind this build does not know (a newer node wrote it): rebuild, and move past it.
+        sqlx_exec(
+            &b,
+            i,
+            "UPDATE change_version SET version = version + 1 WHERE id = 1",
+        )
+        .await;
+        sqlx_exec(
+            &b,
+            i,
+            &format!(
+                "INSERT INTO changes (version, kind, scope_id, entity_id, created_at) \
+                 VALUES ({}, 'from_the_future', '{}', 'x', 0)",
+                start + 3,
+                Uuid::new_v4()
+            ),
+        )
+        .await;
+        feed.catch_up().await.unwrap();
+        assert_eq!(sink.resyncs.load(SeqCst), 1, "{}", s.backend());
+        assert_eq!(feed.applied(), start + 3);
+
+        // Rows pruned while this node was away: rebuild rather than replay with a hole.
+        let behind = Feed::new(s.clone(), vec![sink.clone()], start);
+        s.create_control_plane(&control_plane("three"))
+            .await
+            .unwrap();
+        s.prune_changes(Timestamp::now().plus_seconds(60))
+            .await
+            .unwrap();
+        s.create_control_plane(&control_plane("four"))
+            .await
+            .unwrap();
+        behind.catch_up().await.unwrap();
+        assert_eq!(sink.resyncs.load(SeqCst), 2, "{}", s.backend());
+        assert_eq!(behind.applied(), start + 5);
+    }
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_feed_finds_changes_on_its_timer_without_being_told() {
+    let b = Backends::new().await;
+    // SQLite: no notifications at all, so only the timer can find a write made behind the
+    // feed's back (another process on the file, a restore).
+    let s = &b.stores[0];
+    let sink = Arc::new(Recorder::default());
+    let feed = crate::feed::Feed::new(
+        s.clone(),
+        vec![sink.clone()],
+        s.change_version().await.unwrap(),
+    );
+    feed.spawn(std::time::Duration::from_millis(100));
+    s.create_control_plane(&control_plane("late"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while sink.applied.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timer never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.cleanup().await;
+}
+
+/// Runs raw SQL on store `i` of `b` (for writing what this build never would).
+async fn sqlx_exec(b: &Backends, i: usize, sql: &str) {
+    match i {
+        0 => sqlx::query(sql).execute(&b.sqlite_pool).await.map(drop),
+        _ => sqlx::query(sql).execute(&b.pg_pool).await.map(drop),
+    }
+    .unwrap();
 }

@@ -46,6 +46,8 @@ pub struct StartOptions {
     pub fd_limit: Option<u64>,
     /// A data directory the caller owns (kept when the node is dropped); default a fresh one.
     pub data_dir: Option<std::path::PathBuf>,
+    /// `GATEHOUSE_MASTER_KEY` (64 hex digits): nodes sharing a database must share it.
+    pub master_key: Option<String>,
 }
 
 /// A fresh private PostgreSQL schema for one run, and the URL that selects it.
@@ -140,6 +142,9 @@ impl Node {
             .stderr(Stdio::inherit());
         if let Some(db) = database {
             cmd.args(["--database", db]);
+        }
+        if let Some(key) = &opts.master_key {
+            cmd.env("GATEHOUSE_MASTER_KEY", key);
         }
         let mut child = cmd.spawn().expect("the gatehouse binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -419,4 +424,23 @@ pub async fn auth_server_with_client(
         c["client_secret"].as_str().unwrap().to_owned(),
     );
     (server, creds)
+}
+
+/// Asks `issuer` for a token as `(client_id, secret)`: the status and the body.
+pub async fn grant(
+    http: &reqwest::Client,
+    issuer: &str,
+    client: &(String, String),
+) -> (u16, Value) {
+    let r = http
+        .post(format!("{issuer}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client.0.as_str()),
+            ("client_secret", client.1.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }

@@ -1,14 +1,14 @@
 //! The PostgreSQL backend, for several nodes sharing one database.
 
 use crate::sql::db_err;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use std::str::FromStr;
 
 mod dialect;
 
 /// A store in a PostgreSQL database.
 pub struct PgStore {
-    pool: sqlx::PgPool,
+    pub(crate) pool: sqlx::PgPool,
 }
 
 impl PgStore {
@@ -31,6 +31,27 @@ impl PgStore {
             .map_err(db_err)?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// `LISTEN`s on [`crate::feed::CHANNEL`] on a connection of its own.
+    async fn change_listener(&self) -> crate::Result<Option<Box<dyn crate::feed::ChangeListener>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(db_err)?;
+        listener
+            .listen(crate::feed::CHANNEL)
+            .await
+            .map_err(db_err)?;
+        Ok(Some(Box::new(Listener(listener))))
+    }
+}
+
+struct Listener(PgListener);
+
+#[async_trait::async_trait]
+impl crate::feed::ChangeListener for Listener {
+    async fn next(&mut self) -> crate::Result<bool> {
+        // `try_recv` answers `None` once when the connection drops, and reconnects (and
+        // listens again) on the next call.
+        Ok(self.0.try_recv().await.map_err(db_err)?.is_some())
     }
 }
 

@@ -9,7 +9,7 @@ mod dialect;
 
 /// A store in an SQLite database file.
 pub struct SqliteStore {
-    pool: sqlx::SqlitePool,
+    pub(crate) pool: sqlx::SqlitePool,
 }
 
 impl SqliteStore {
@@ -32,6 +32,12 @@ impl SqliteStore {
             .map_err(db_err)?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// One SQLite file serves one node, which learns of its own writes in-process
+    /// ([`crate::feed::Feed::catch_up`]): nothing to listen to.
+    async fn change_listener(&self) -> crate::Result<Option<Box<dyn crate::feed::ChangeListener>>> {
+        Ok(None)
     }
 }
 
