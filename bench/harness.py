@@ -273,7 +273,7 @@ def basic(user, password):
 
 
 class Gatehouse:
-    def __init__(self, procs, binary, scratch, name, cpus, threads):
+    def __init__(self, procs, binary, scratch, name, cpus, threads, extra_args=(), extra_env=None):
         self.name = name
         self.data_dir = data_dir = os.path.join(scratch, f"{name}-data")
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -284,12 +284,14 @@ class Gatehouse:
         }
         if threads:
             env["TOKIO_WORKER_THREADS"] = str(threads)
+        env.update(extra_env or {})
         argv = [
             binary, "serve",
             "--data-dir", data_dir,
             "--proxy-listen", "127.0.0.1:0",
             "--admin-listen", "127.0.0.1:0",
             "--identity-listen", "127.0.0.1:0",
+            *extra_args,
         ]
         self.proc, self.logpath = procs.start(name, argv, cpus=cpus, env=env)
         url = r"(http://127\.0\.0\.1:\d+)"
