@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Node, PgSchema, StartOptions, admin, client, grant};
+use common::{Node, PgSchema, StartOptions, admin, client, grant, token_call};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -318,29 +318,19 @@ async fn identity_changes_and_revocations_reach_every_node_whatever_the_plugin_t
 
     // Revoked through node 0 (RFC 7009): refused by every node's proxy despite the cache, and
     // inactive at every node's introspection endpoint.
-    let r = c
-        .http
-        .post(format!("{}/revoke", c.issuer_at(0, &server)))
-        .basic_auth(&creds.0, Some(&creds.1))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (s, _) = token_call(&c.http, &c.issuer_at(0, &server), "revoke", &creds, &token).await;
+    assert_eq!(s, 200);
     for n in 0..3 {
         c.proxy_until(n, "/protected", Some(&token), 401, "the token was revoked")
             .await;
-        let v: Value = c
-            .http
-            .post(format!("{}/introspect", c.issuer_at(n, &server)))
-            .basic_auth(&creds.0, Some(&creds.1))
-            .form(&[("token", token.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, v) = token_call(
+            &c.http,
+            &c.issuer_at(n, &server),
+            "introspect",
+            &creds,
+            &token,
+        )
+        .await;
         assert_eq!(v, json!({"active": false}), "node {n}");
     }
 

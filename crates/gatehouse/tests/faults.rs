@@ -314,14 +314,14 @@ async fn kill_9_during_issuance_loses_no_acknowledged_token_or_revocation() {
     node.ready(&http).await;
     let issuer = format!("{}/{slug}", node.identity);
     for (token, revoked) in &issued {
-        let r = http
-            .post(format!("{issuer}/introspect"))
-            .basic_auth(&id, Some(&secret))
-            .form(&[("token", token.as_str())])
-            .send()
-            .await
-            .unwrap();
-        let answer: Value = r.json().await.unwrap();
+        let (_, answer) = common::token_call(
+            &http,
+            &issuer,
+            "introspect",
+            &(id.clone(), secret.clone()),
+            token,
+        )
+        .await;
         assert_eq!(
             answer["active"],
             json!(!revoked),
@@ -411,15 +411,9 @@ async fn a_database_outage_answers_503_serves_on_and_recovers() {
         started.elapsed()
     );
     // What is served from memory goes on: introspection and the proxy.
-    let r = http
-        .post(format!("{issuer}/introspect"))
-        .basic_auth(&creds.0, Some(&creds.1))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+    let (s, v) = common::token_call(&http, &issuer, "introspect", &creds, &token).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["active"], true);
     let r = http
         .get(format!("{}/anything", node.proxy))
         .send()

@@ -444,3 +444,22 @@ pub async fn grant(
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
+
+/// Posts `token` to one of `issuer`'s token endpoints (`introspect`, `revoke`) as the client
+/// `(client_id, secret)` with HTTP Basic: the status and the JSON body (null when empty).
+pub async fn token_call(
+    http: &reqwest::Client,
+    issuer: &str,
+    endpoint: &str,
+    client: &(String, String),
+    token: &str,
+) -> (u16, Value) {
+    let r = http
+        .post(format!("{issuer}/{endpoint}"))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
