@@ -112,7 +112,8 @@ fn issuer(c: &mut Criterion) {
         .unwrap();
         let feed = gatehouse_admin::sync::follow(store, identity.clone(), None, version)
             .await
-            .unwrap();
+            .unwrap()
+            .feed;
         let state = AdminState {
             identity: identity.clone(),
             ready: Arc::new(AtomicBool::new(true)),
@@ -124,6 +125,7 @@ fn issuer(c: &mut Criterion) {
                 proxy_url: None,
             },
             feed,
+            cache: None,
         };
         let auth = AdminAuth::from_hex_digests([token_digest_hex(TOKEN).as_str()]);
         (

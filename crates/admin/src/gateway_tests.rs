@@ -77,7 +77,7 @@ async fn env(store: SharedStore) -> Env {
         .unwrap();
     let registry = Arc::new(gatehouse_plugins::registry());
     let gateway = Gateway::new(registry.clone(), default_cp).unwrap();
-    let feed = crate::sync::follow(
+    let following = crate::sync::follow(
         store.clone(),
         identity.clone(),
         Some(gateway.clone()),
@@ -85,6 +85,19 @@ async fn env(store: SharedStore) -> Env {
     )
     .await
     .unwrap();
+    let feed = following.feed;
+    let cache = crate::cache::ConfigCache::new(
+        None,
+        crate::cache::NodeSettings {
+            control_plane: None,
+            default_control_plane: default_cp,
+            admin_token_digests: Vec::new(),
+        },
+        feed.clone(),
+        identity.clone(),
+        following.source,
+    );
+    cache.spawn();
     let state = AdminState {
         identity,
         ready: Arc::new(AtomicBool::new(true)),
@@ -96,6 +109,7 @@ async fn env(store: SharedStore) -> Env {
             proxy_url: None,
         },
         feed,
+        cache: Some(cache),
     };
     Env {
         app: router(
@@ -837,5 +851,46 @@ async fn nested_plugin_paths_under_routes_and_consumers() {
         assert_eq!(s, 204);
         let (_, all) = e.call("GET", "/plugins", None).await;
         assert!(all["data"].as_array().unwrap().is_empty(), "{b}: {all}");
+    }
+}
+
+/// `configuration_hash` from `/status`, once it differs from `not` (within 5 s).
+async fn hash_other_than(e: &Env, not: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let (s, v) = e.call("GET", "/status", None).await;
+        assert_eq!(s, 200);
+        let hash = v["configuration_hash"].as_str().unwrap().to_owned();
+        if hash != not {
+            return hash;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the hash stayed {not}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_configuration_hash_follows_what_is_served() {
+    for store in stores().await {
+        let e = env(store).await;
+        let b = e.backend;
+        let empty = hash_other_than(&e, crate::cache::NO_HASH).await;
+        assert_eq!(empty.len(), 32, "{b}");
+        let (s, _) = e
+            .call(
+                "POST",
+                "/services",
+                Some(json!({"name": "hashed", "url": "http://example.test"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let with_service = hash_other_than(&e, &empty).await;
+        // The same content hashes the same: removing the service gives the first hash back.
+        let (s, _) = e.call("DELETE", "/services/hashed", None).await;
+        assert_eq!(s, 204, "{b}");
+        assert_eq!(hash_other_than(&e, &with_service).await, empty, "{b}");
     }
 }

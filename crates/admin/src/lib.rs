@@ -9,6 +9,7 @@
 //! Kong's `{code, name, message, fields}`.
 
 pub mod auth;
+pub mod cache;
 pub mod control_planes;
 pub mod core_entities;
 pub mod identity_api;
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub gateway: GatewayAdmin,
     /// This node's place in the change feed ([`sync::settle`] after every write).
     pub feed: Arc<gatehouse_store::feed::Feed>,
+    /// The configuration cache, for `/status` (None where nothing keeps one: unit tests).
+    pub cache: Option<Arc<cache::ConfigCache>>,
 }
 
 /// The gateway side of the admin state.
@@ -239,12 +242,20 @@ async fn status(
     // Where this node stands in the change feed: the version it serves, when it last caught
     // up with the database, and why not if its latest attempt failed (a lagging node).
     let feed = state.feed.health();
+    // Kong's `configuration_hash`, and where the on-disk copy stands.
+    let cache = state.cache.as_ref().map(|c| c.status());
     let body = serde_json::json!({
         "ready": ready,
         "version": env!("CARGO_PKG_VERSION"),
         "database": {"backend": store.backend(), "reachable": reachable},
         "config_version": feed.applied_version,
-        "configuration": feed,
+        "configuration_hash": cache.as_ref().map_or(cache::NO_HASH, |c| c.configuration_hash.as_str()),
+        "configuration": {
+            "applied_version": feed.applied_version,
+            "last_sync": feed.last_sync,
+            "error": feed.error,
+            "cache": cache,
+        },
     });
     let status = if ready {
         http::StatusCode::OK

@@ -7,7 +7,7 @@
 
 use crate::AdminState;
 use async_trait::async_trait;
-use gatehouse_core::gateway::EntityKind;
+use gatehouse_core::gateway::{CoreEntity, EntityKind};
 use gatehouse_identity::Identity;
 use gatehouse_proxy::gateway::Gateway;
 use gatehouse_store::SharedStore;
@@ -20,6 +20,9 @@ pub struct StoreSource {
     store: SharedStore,
     gateway: Arc<Gateway>,
     identity: Arc<Identity>,
+    // The entities last applied, as stored (plugin secrets sealed): what the configuration
+    // cache keeps.
+    applied: parking_lot::Mutex<Arc<Vec<CoreEntity>>>,
 }
 
 impl StoreSource {
@@ -30,13 +33,20 @@ impl StoreSource {
             store,
             gateway,
             identity,
+            applied: parking_lot::Mutex::new(Arc::new(Vec::new())),
         }
     }
 
     /// Reads the whole configuration and applies it.
     pub async fn load(&self) -> Result<(), SinkError> {
         let cp = self.gateway.control_plane_id();
-        let mut entities = self.store.core_entities(cp, None).await?;
+        let entities = self.store.core_entities(cp, None).await?;
+        self.install(entities)
+    }
+
+    /// Applies `entities`, the control plane's whole configuration as stored.
+    pub fn install(&self, stored: Vec<CoreEntity>) -> Result<(), SinkError> {
+        let mut entities = stored.clone();
         for e in &mut entities {
             if e.kind == EntityKind::Plugin
                 && let Some(name) = e
@@ -55,7 +65,13 @@ impl StoreSource {
             }
         }
         self.gateway.apply(&entities)?;
+        *self.applied.lock() = Arc::new(stored);
         Ok(())
+    }
+
+    /// The entities applied last, as stored.
+    pub fn entities(&self) -> Arc<Vec<CoreEntity>> {
+        self.applied.lock().clone()
     }
 }
 
@@ -77,22 +93,64 @@ impl ChangeSink for StoreSource {
     }
 }
 
+/// A node kept in step with the database: the feed, and the proxy's configuration source
+/// (when the node runs a proxy).
+pub struct Following {
+    /// The feed; call [`Feed::spawn`] to start following other nodes' writes.
+    pub feed: Arc<Feed>,
+    /// The proxy's configuration source.
+    pub source: Option<Arc<StoreSource>>,
+}
+
 /// Loads this node's proxy configuration (when it runs a proxy) and returns the feed that
 /// keeps it and `identity` current, positioned at `version`: the feed version read before
-/// `identity` was loaded. Call [`Feed::spawn`] to start following other nodes' writes.
+/// `identity` was loaded.
 pub async fn follow(
     store: SharedStore,
     identity: Arc<Identity>,
     gateway: Option<Arc<Gateway>>,
     version: i64,
-) -> Result<Arc<Feed>, SinkError> {
-    let mut sinks: Vec<Arc<dyn ChangeSink>> = vec![identity.clone()];
-    if let Some(gateway) = gateway {
-        let source = StoreSource::new(store.clone(), gateway, identity);
+) -> Result<Following, SinkError> {
+    let source = gateway.map(|g| Arc::new(StoreSource::new(store.clone(), g, identity.clone())));
+    if let Some(source) = &source {
         source.load().await?;
-        sinks.push(Arc::new(source));
     }
-    Ok(Feed::new(store, sinks, version))
+    Ok(following(store, identity, source, version))
+}
+
+/// Serves `cached` — the configuration cache of a node whose database is unreachable — and
+/// returns the feed positioned at its version, which catches up once the database answers.
+pub fn restore(
+    store: SharedStore,
+    identity: Arc<Identity>,
+    gateway: Option<Arc<Gateway>>,
+    cached: crate::cache::CachedConfig,
+) -> Result<Following, SinkError> {
+    identity.install(
+        cached.auth_servers.into_iter().map(Arc::new),
+        cached.revoked,
+    )?;
+    let source = gateway.map(|g| Arc::new(StoreSource::new(store.clone(), g, identity.clone())));
+    if let Some(source) = &source {
+        source.install(cached.entities)?;
+    }
+    Ok(following(store, identity, source, cached.version))
+}
+
+fn following(
+    store: SharedStore,
+    identity: Arc<Identity>,
+    source: Option<Arc<StoreSource>>,
+    version: i64,
+) -> Following {
+    let mut sinks: Vec<Arc<dyn ChangeSink>> = vec![identity];
+    if let Some(source) = &source {
+        sinks.push(source.clone());
+    }
+    Following {
+        feed: Feed::new(store, sinks, version),
+        source,
+    }
 }
 
 /// Applies everything committed so far on this node before a write is answered. A failure

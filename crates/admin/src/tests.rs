@@ -45,7 +45,8 @@ async fn node(dir: std::path::PathBuf) -> Env {
     .unwrap();
     let feed = crate::sync::follow(store, identity.clone(), None, version)
         .await
-        .unwrap();
+        .unwrap()
+        .feed;
     let state = AdminState {
         identity: identity.clone(),
         ready: Arc::new(AtomicBool::new(true)),
@@ -57,6 +58,7 @@ async fn node(dir: std::path::PathBuf) -> Env {
             proxy_url: None,
         },
         feed,
+        cache: None,
     };
     Env {
         admin: router(

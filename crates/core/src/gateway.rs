@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// The four kinds of core entity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EntityKind {
     /// `/services`
     Service,
@@ -128,7 +129,7 @@ pub const CLUSTER_TYPES: &[&str] = &[
 pub const AUTH_TYPES: &[&str] = &["pinned_client_certs", "pki_client_certs"];
 
 /// One stored core entity: the Kong JSON plus the columns the store indexes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoreEntity {
     /// The control plane it belongs to.
     pub control_plane_id: Uuid,

@@ -1,12 +1,16 @@
 //! Kong Identity entities: auth servers with their scopes, claims and clients; client secrets;
 //! issued tokens; signing keys. Field meanings follow `spec/kong-identity.md` §2.
+//!
+//! The serde derives are the format of a node's configuration cache on disk (DESIGN.md §6),
+//! not an API shape: the APIs render these types with their own functions.
 
 use crate::Timestamp;
 use crate::validation::Labels;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// JWS algorithms an auth server can sign with (Kong's six RSA ones plus ES256 and EdDSA).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SigningAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
@@ -70,7 +74,7 @@ impl SigningAlgorithm {
 }
 
 /// An authorization server: issuer of tokens for one audience.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuthServer {
     /// Id.
     pub id: Uuid,
@@ -95,7 +99,7 @@ pub struct AuthServer {
 }
 
 /// A scope clients may request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scope {
     /// Id.
     pub id: Uuid,
@@ -118,7 +122,7 @@ pub struct Scope {
 }
 
 /// A custom claim, static or templated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
     /// Id.
     pub id: Uuid,
@@ -144,7 +148,8 @@ pub struct Claim {
 }
 
 /// OAuth grant types a client may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GrantType {
     /// RFC 6749 §4.4.
     ClientCredentials,
@@ -175,7 +180,8 @@ impl GrantType {
 }
 
 /// Response types a client registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ResponseType {
     /// `none`.
     None,
@@ -214,7 +220,8 @@ impl ResponseType {
 }
 
 /// How a client authenticates at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenEndpointAuthMethod {
     /// Secret in the form body (Kong Identity's default); Basic is accepted too.
     ClientSecretPost,
@@ -258,7 +265,7 @@ pub const TOKEN_DURATION_DEFAULT: i64 = 300;
 pub const MAX_ENABLED_SECRETS: usize = 2;
 
 /// An OAuth client of one auth server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Client {
     /// The OAuth `client_id` (generated, or chosen by the caller on PUT).
     pub id: String,
@@ -293,7 +300,7 @@ pub struct Client {
 }
 
 /// A client secret; only its hash is kept.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientSecret {
     /// Id.
     pub id: Uuid,
@@ -331,7 +338,7 @@ pub struct IssuedToken {
 }
 
 /// A signing key of an auth server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SigningKey {
     /// The JWS `kid`.
     pub id: Uuid,
@@ -347,4 +354,23 @@ pub struct SigningKey {
     pub created_at: Timestamp,
     /// When a newer key took over; the public key stays published while tokens may live.
     pub retired_at: Option<Timestamp>,
+}
+
+/// Everything stored about one auth server that its issuer endpoints serve from: what the
+/// identity server builds an auth server's runtime from, whatever the source (the database,
+/// or the on-disk copy of the last configuration a node applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthServerRecord {
+    /// The auth server.
+    pub server: AuthServer,
+    /// Its signing keys, newest first (private keys sealed with the master key).
+    pub signing_keys: Vec<SigningKey>,
+    /// Its scopes.
+    pub scopes: Vec<Scope>,
+    /// Its claims, in creation order.
+    pub claims: Vec<Claim>,
+    /// Its clients.
+    pub clients: Vec<Client>,
+    /// Its clients' secrets (hashes only), enabled or not.
+    pub secrets: Vec<ClientSecret>,
 }

@@ -56,6 +56,16 @@ impl serde::Serialize for Timestamp {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    /// Reads what [`Serialize`](serde::Serialize) writes, RFC 3339, losslessly.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| Self(t.timestamp_micros()))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +76,13 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2025-09-26T05:30:50.551157Z");
         assert_eq!(t.unix_seconds(), 1_758_864_650);
         assert_eq!(t.plus_seconds(10).unix_seconds(), 1_758_864_660);
+    }
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        let t = Timestamp(1_758_864_650_551_157);
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), t);
+        assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
     }
 }

@@ -378,6 +378,27 @@ async fn quickstart_entities(
     Ok(())
 }
 
+/// For a node that started from its cached configuration: applies the migrations once the
+/// database answers (the feed catches up on its own).
+fn spawn_migrations_when_reachable(store: gatehouse_store::SharedStore, every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match store.migrate().await {
+                Ok(()) => {
+                    tracing::info!("the database is reachable again; catching up with it");
+                    break;
+                }
+                Err(gatehouse_store::StoreError::Unavailable(_)) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the database is back but cannot be migrated");
+                    break;
+                }
+            }
+        }
+    });
+}
+
 async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<()> {
     let quickstart = quickstart_echo.is_some();
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
@@ -397,9 +418,48 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             path.display().to_string()
         }
     };
-    let store = gatehouse_store::open(&database)
-        .await
-        .context("cannot open the database")?;
+    // Only PostgreSQL can be out of reach; its nodes keep their last configuration on disk.
+    let cache_path = args
+        .database
+        .is_some()
+        .then(|| args.data_dir.join(gatehouse_admin::cache::FILE_NAME));
+    let (store, cached) = match gatehouse_store::open(&database).await {
+        Ok(store) => (store, None),
+        Err(gatehouse_store::StoreError::Unavailable(e)) if cache_path.is_some() => {
+            let path = cache_path.as_deref().unwrap_or(Path::new(""));
+            match gatehouse_admin::cache::read(path) {
+                Ok(Some(cached)) => {
+                    tracing::warn!(
+                        error = %e,
+                        path = %path.display(),
+                        version = cached.version,
+                        written_at = %cached.written_at.to_rfc3339(),
+                        configuration_hash = %cached.configuration_hash,
+                        "THE DATABASE IS UNREACHABLE: serving the configuration cached on disk. \
+                         Admin writes and token requests answer 503 until it is back; this node \
+                         catches up by itself when it is"
+                    );
+                    (
+                        gatehouse_store::open_lazy(&database)
+                            .context("cannot open the database")?,
+                        Some(cached),
+                    )
+                }
+                Ok(None) => bail!(
+                    "cannot open the database ({e}), and there is no cached configuration \
+                     ({}) to start from",
+                    path.display()
+                ),
+                Err(ce) => bail!(
+                    "cannot open the database ({e}), and the cached configuration {} cannot be \
+                     used: {ce}",
+                    path.display()
+                ),
+            }
+        }
+        Err(e) => return Err(e).context("cannot open the database"),
+    };
+    let offline = cached.is_some();
 
     // Bind first: a port in use is a start-up error, not a half-running server.
     let proxy_listener = bind(args.proxy_listen, "proxy").await?;
@@ -424,13 +484,21 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     };
     // The feed's version before anything is loaded: a change committed while this node loads
     // is applied again rather than missed.
-    let feed_version = store
-        .change_version()
-        .await
-        .context("cannot read the configuration version")?;
-    let identity = Identity::load_with(store.clone(), master, &public_url, throttle)
-        .await
-        .context("cannot load the identity server's configuration")?;
+    let (feed_version, identity) = match &cached {
+        Some(cached) => (
+            cached.version,
+            Identity::new(store.clone(), master, &public_url, throttle),
+        ),
+        None => (
+            store
+                .change_version()
+                .await
+                .context("cannot read the configuration version")?,
+            Identity::load_with(store.clone(), master, &public_url, throttle)
+                .await
+                .context("cannot load the identity server's configuration")?,
+        ),
+    };
     identity.spawn_maintenance();
 
     // Admin tokens: the one from the environment, and the generated one (digest only).
@@ -445,12 +513,19 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             announce = Some(t.trim().to_owned());
         }
     } else if quickstart {
-        // A quickstart shows its token every time, so it mints a fresh one per start.
+        // A quickstart shows its token every time, so it mints a fresh one per start (kept
+        // in memory only while the database is unreachable).
         let t = random_token()?;
-        store
-            .put_setting(ADMIN_TOKEN_SETTING, &token_digest_hex(&t))
-            .await?;
+        if offline {
+            digests.push(token_digest_hex(&t));
+        } else {
+            store
+                .put_setting(ADMIN_TOKEN_SETTING, &token_digest_hex(&t))
+                .await?;
+        }
         announce = Some(t);
+    } else if offline {
+        // The database's token, as the cache recorded it.
     } else {
         let t = random_token()?;
         if store
@@ -462,24 +537,43 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             );
         }
     }
-    if let Some(d) = store.get_setting(ADMIN_TOKEN_SETTING).await? {
-        digests.push(d);
-    }
+    let stored_digests: Vec<String> = match &cached {
+        Some(cached) => cached.node.admin_token_digests.clone(),
+        None => store
+            .get_setting(ADMIN_TOKEN_SETTING)
+            .await?
+            .into_iter()
+            .collect(),
+    };
+    digests.extend(stored_digests.iter().cloned());
     let auth = AdminAuth::from_hex_digests(digests.iter().map(String::as_str));
 
     // Control planes: `default` (the Kong Admin API paths) always exists; the proxy serves
     // the one named by --control-plane.
-    let default_cp = gatehouse_admin::control_planes::ensure(&store, "default")
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create the default control plane: {e}"))?;
     let cp_name = args
         .control_plane
         .clone()
         .unwrap_or_else(|| if quickstart { "quickstart" } else { "default" }.to_owned());
-    let served_cp = gatehouse_admin::control_planes::ensure(&store, &cp_name)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create the control plane {cp_name}: {e}"))?;
-    if let Some(echo) = &echo_listener {
+    let (default_cp, served_cp) = match &cached {
+        Some(cached) => match &cached.node.control_plane {
+            Some(cp) if cp.name == cp_name => (cached.node.default_control_plane, cp.id),
+            _ => bail!(
+                "the database is unreachable, and the cached configuration is not of the \
+                 control plane {cp_name}"
+            ),
+        },
+        None => (
+            gatehouse_admin::control_planes::ensure(&store, "default")
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the default control plane: {e}"))?,
+            gatehouse_admin::control_planes::ensure(&store, &cp_name)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the control plane {cp_name}: {e}"))?,
+        ),
+    };
+    if let Some(echo) = &echo_listener
+        && !offline
+    {
         quickstart_entities(&store, served_cp, echo.local_addr()?)
             .await
             .context("cannot create the quickstart's service and route")?;
@@ -493,15 +587,43 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     let registry = Arc::new(gatehouse_plugins::registry_with(Some(Arc::new(local))));
     let gateway = Gateway::new(registry.clone(), served_cp)
         .map_err(|e| anyhow::anyhow!("cannot start the proxy: {e}"))?;
-    let feed = gatehouse_admin::sync::follow(
-        store.clone(),
-        identity.clone(),
-        Some(gateway.clone()),
-        feed_version,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot load the proxy configuration: {e}"))?;
+    let following = match cached {
+        Some(cached) => gatehouse_admin::sync::restore(
+            store.clone(),
+            identity.clone(),
+            Some(gateway.clone()),
+            cached,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot serve the cached configuration: {e}"))?,
+        None => gatehouse_admin::sync::follow(
+            store.clone(),
+            identity.clone(),
+            Some(gateway.clone()),
+            feed_version,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the proxy configuration: {e}"))?,
+    };
+    let feed = following.feed;
     feed.spawn(args.db_update_frequency);
+    if offline {
+        spawn_migrations_when_reachable(store.clone(), args.db_update_frequency);
+    }
+    let cache = gatehouse_admin::cache::ConfigCache::new(
+        cache_path,
+        gatehouse_admin::cache::NodeSettings {
+            control_plane: Some(gatehouse_admin::cache::ControlPlaneRef {
+                id: served_cp,
+                name: cp_name.clone(),
+            }),
+            default_control_plane: default_cp,
+            admin_token_digests: stored_digests,
+        },
+        feed.clone(),
+        identity.clone(),
+        following.source,
+    );
+    cache.spawn();
 
     let ready = Arc::new(AtomicBool::new(false));
     let admin = admin_router(
@@ -520,6 +642,7 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
                 }),
             },
             feed,
+            cache: Some(cache),
         },
         auth,
     );

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Node, PgSchema, StartOptions, admin, client, grant, token_call};
+use common::{Node, PgSchema, PrivatePg, StartOptions, admin, client, grant, token_call};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -21,6 +21,47 @@ const DEADLINE: Duration = Duration::from_secs(5);
 /// The issuer base every node advertises, as behind one load balancer.
 const PUBLIC_URL: &str = "http://gatehouse.cluster.test:9";
 
+/// The master key every node shares.
+const MASTER_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// Starts a node on `database` with `--db-update-frequency frequency`, in `data_dir` when
+/// given (a restart), and waits until it is ready.
+async fn start_node(
+    http: &reqwest::Client,
+    database: &str,
+    frequency: &str,
+    data_dir: Option<std::path::PathBuf>,
+) -> Node {
+    let node = Node::start_opts(
+        "serve",
+        Some(database),
+        &[
+            "--db-update-frequency",
+            frequency,
+            "--identity-public-url",
+            PUBLIC_URL,
+        ],
+        StartOptions {
+            master_key: Some(MASTER_KEY.into()),
+            data_dir,
+            ..StartOptions::default()
+        },
+    );
+    node.ready(http).await;
+    node
+}
+
+/// `GET /status` of a node.
+async fn status(http: &reqwest::Client, node: &Node) -> Value {
+    http.get(format!("{}/status", node.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 struct Cluster {
     nodes: Vec<Node>,
     schema: Option<PgSchema>,
@@ -30,26 +71,10 @@ struct Cluster {
 impl Cluster {
     async fn start(n: usize) -> Cluster {
         let schema = PgSchema::create().await;
-        let master = "5a".repeat(32);
         let http = client();
         let mut nodes = Vec::new();
         for _ in 0..n {
-            let node = Node::start_opts(
-                "serve",
-                Some(&schema.url),
-                &[
-                    "--db-update-frequency",
-                    "60s",
-                    "--identity-public-url",
-                    PUBLIC_URL,
-                ],
-                StartOptions {
-                    master_key: Some(master.clone()),
-                    ..StartOptions::default()
-                },
-            );
-            node.ready(&http).await;
-            nodes.push(node);
+            nodes.push(start_node(&http, &schema.url, "60s", None).await);
         }
         Cluster {
             nodes,
@@ -142,6 +167,66 @@ impl Cluster {
             .next()
             .unwrap();
         format!("{}/{slug}", self.nodes[node].identity)
+    }
+}
+
+/// Makes, through the admin API at `admin_url`, a service on `upstream` with a route `path`
+/// protected by oauth2-introspection (`ttl: 300`) against `server`'s introspection endpoint;
+/// the gateway introspects as a client of its own.
+async fn protected_route(
+    http: &reqwest::Client,
+    admin_url: &str,
+    server: &Value,
+    upstream: &str,
+    path: &str,
+) {
+    let issuer = server["issuer"].as_str().unwrap();
+    let server_id = server["id"].as_str().unwrap();
+    let (s, gw) = admin(
+        http,
+        Method::POST,
+        format!("{admin_url}/v1/auth-servers/{server_id}/clients"),
+        Some(
+            json!({"name": "gateway", "grant_types": ["client_credentials"],
+                    "response_types": ["token"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{gw}");
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!(
+            "{}:{}",
+            gw["id"].as_str().unwrap(),
+            gw["client_secret"].as_str().unwrap()
+        ),
+    );
+    for (collection, body) in [
+        (
+            "/services",
+            json!({"name": "svc", "url": format!("{upstream}/anything")}),
+        ),
+        (
+            "/services/svc/routes",
+            json!({"name": "r", "paths": [path]}),
+        ),
+        (
+            "/routes/r/plugins",
+            json!({"name": "oauth2-introspection", "config": {
+                "introspection_url": format!("{issuer}/introspect"),
+                "authorization_value": format!("Basic {basic}"),
+                "ttl": 300,
+            }}),
+        ),
+    ] {
+        let (s, v) = admin(
+            http,
+            Method::POST,
+            format!("{admin_url}{collection}"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, 201, "{collection}: {v}");
     }
 }
 
@@ -264,50 +349,16 @@ async fn identity_changes_and_revocations_reach_every_node_whatever_the_plugin_t
     };
 
     // A route protected by oauth2-introspection with a 300 s cache, against the cluster's own
-    // issuer: every node answers it in-process. The gateway introspects as a client of its own.
-    let issuer = server["issuer"].as_str().unwrap();
+    // issuer: every node answers it in-process.
+    protected_route(
+        &c.http,
+        &c.nodes[0].admin,
+        &server,
+        &upstream.base_url(),
+        "/protected",
+    )
+    .await;
     let server_id = server["id"].as_str().unwrap();
-    let (s, gw) = c
-        .admin(
-            0,
-            Method::POST,
-            &format!("/v1/auth-servers/{server_id}/clients"),
-            Some(
-                json!({"name": "gateway", "grant_types": ["client_credentials"],
-                        "response_types": ["token"]}),
-            ),
-        )
-        .await;
-    assert_eq!(s, 201, "{gw}");
-    let basic = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!(
-            "{}:{}",
-            gw["id"].as_str().unwrap(),
-            gw["client_secret"].as_str().unwrap()
-        ),
-    );
-    for (path, body) in [
-        (
-            "/services",
-            json!({"name": "svc", "url": format!("{}/anything", upstream.base_url())}),
-        ),
-        (
-            "/services/svc/routes",
-            json!({"name": "r", "paths": ["/protected"]}),
-        ),
-        (
-            "/routes/r/plugins",
-            json!({"name": "oauth2-introspection", "config": {
-                "introspection_url": format!("{issuer}/introspect"),
-                "authorization_value": format!("Basic {basic}"),
-                "ttl": 300,
-            }}),
-        ),
-    ] {
-        let (s, v) = c.admin(0, Method::POST, path, Some(body)).await;
-        assert_eq!(s, 201, "{path}: {v}");
-    }
     for n in 0..3 {
         c.proxy_until(n, "/protected", None, 401, "the plugin was added")
             .await;
@@ -365,6 +416,232 @@ async fn identity_changes_and_revocations_reach_every_node_whatever_the_plugin_t
         let (s, v) = grant(&c.http, &c.issuer_at(n, &server), &creds).await;
         assert_eq!(s, 401, "node {n}: {v}");
         assert_eq!(v["error"], "invalid_client");
+    }
+    c.stop().await;
+}
+
+/// Waits until `node` has written the configuration it applied to its cache: the cache's
+/// version is the applied one. Returns `/status`.
+async fn cached(http: &reqwest::Client, node: &Node) -> Value {
+    let started = Instant::now();
+    loop {
+        let v = status(http, node).await;
+        let cache = &v["configuration"]["cache"];
+        if cache["version"] == v["config_version"] && cache["written_at"].as_i64() > Some(0) {
+            assert_eq!(cache["error"], Value::Null, "{v}");
+            return v;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the cache was not written: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET path` through a node's proxy with an optional bearer token: the status.
+async fn through(http: &reqwest::Client, node: &Node, path: &str, token: Option<&str>) -> u16 {
+    let mut req = http.get(format!("{}{path}", node.proxy));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_node_starts_from_its_cached_configuration_while_the_database_is_down_and_catches_up() {
+    // The test's own PostgreSQL, which it stops: never the machine's shared one.
+    let pg = PrivatePg::start();
+    let http = client();
+    let a = start_node(&http, &pg.url, "300ms", None).await;
+    let b = start_node(&http, &pg.url, "300ms", None).await;
+    let upstream = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (server, creds) = common::auth_server_with_client(&http, &a.admin, "cached").await;
+    protected_route(&http, &a.admin, &server, &upstream.base_url(), "/cached").await;
+    let slug = server["issuer"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let issuer_a = format!("{}/{slug}", a.identity);
+    let (s, t) = grant(&http, &issuer_a, &creds).await;
+    assert_eq!(s, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    // A second token, revoked before the outage: the cache must carry the revocation.
+    let (_, t) = grant(&http, &issuer_a, &creds).await;
+    let revoked = t["access_token"].as_str().unwrap().to_owned();
+    let (s, _) = token_call(&http, &issuer_a, "revoke", &creds, &revoked).await;
+    assert_eq!(s, 200);
+    assert_eq!(through(&http, &a, "/cached", Some(&token)).await, 200);
+    assert_eq!(through(&http, &a, "/cached", Some(&revoked)).await, 401);
+
+    // Both nodes serve the same configuration, so they report the same hash.
+    let before = cached(&http, &a).await;
+    let hash = before["configuration_hash"].as_str().unwrap().to_owned();
+    assert_eq!(hash.len(), 32, "{before}");
+    assert_ne!(hash, "0".repeat(32));
+    let started = Instant::now();
+    while status(&http, &b).await["configuration_hash"] != hash.as_str() {
+        assert!(started.elapsed() < DEADLINE, "node b's hash differs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Node a dies, then the database goes away. Node b goes on serving from memory.
+    let data_dir = a.dir.clone();
+    let mut a = a;
+    a.kill9();
+    pg.stop();
+    assert_eq!(through(&http, &b, "/cached", Some(&token)).await, 200);
+    assert_eq!(through(&http, &b, "/cached", None).await, 401);
+
+    // A node without a database and without a cache cannot start, and says why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--database", &pg.url, "--data-dir"])
+        .arg(std::env::temp_dir().join(format!("gh-nocache-{}", uuid::Uuid::new_v4().simple())))
+        .env("GATEHOUSE_MASTER_KEY", MASTER_KEY)
+        .env("GATEHOUSE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no cached configuration"), "{stderr}");
+
+    // Node a restarts on its data directory while the database is still down: it serves the
+    // configuration it cached, revocation included.
+    let restarted = start_node(&http, &pg.url, "300ms", Some(data_dir)).await;
+    let v = status(&http, &restarted).await;
+    assert_eq!(v["database"]["reachable"], false, "{v}");
+    assert_eq!(v["configuration_hash"], hash.as_str(), "{v}");
+    assert_eq!(v["config_version"], before["config_version"], "{v}");
+    assert_eq!(
+        through(&http, &restarted, "/cached", Some(&token)).await,
+        200
+    );
+    assert_eq!(through(&http, &restarted, "/cached", None).await, 401);
+    assert_eq!(
+        through(&http, &restarted, "/cached", Some(&revoked)).await,
+        401
+    );
+    assert_eq!(
+        through(&http, &restarted, "/cached", Some("garbage")).await,
+        401
+    );
+    let issuer_r = format!("{}/{slug}", restarted.identity);
+    let (s, v) = token_call(&http, &issuer_r, "introspect", &creds, &token).await;
+    assert_eq!((s, v["active"].clone()), (200, json!(true)), "{v}");
+    // Writes and grants need the database: 503 in each API's format, at once.
+    let started = Instant::now();
+    let (s, v) = admin(
+        &http,
+        Method::POST,
+        format!("{}/services", restarted.admin),
+        Some(json!({"name": "during", "url": "http://127.0.0.1:9/"})),
+    )
+    .await;
+    assert_eq!(s, 503, "{v}");
+    let (s, v) = grant(&http, &issuer_r, &creds).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (503, json!("temporarily_unavailable")),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The database comes back. A write through node b reaches the restarted node, which
+    // catches up without a restart; a write through the restarted node reaches b.
+    pg.start_again();
+    let started = Instant::now();
+    loop {
+        let (s, v) = admin(
+            &http,
+            Method::POST,
+            format!("{}/services/svc/routes", b.admin),
+            Some(json!({"name": "after", "paths": ["/after"]})),
+        )
+        .await;
+        if s == 201 {
+            break;
+        }
+        assert_eq!(s, 503, "{v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    // A new route without a plugin: 404 until the node knows it, then the upstream answers.
+    while through(&http, &restarted, "/after", None).await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the restarted node did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, v) = admin(
+        &http,
+        Method::POST,
+        format!("{}/services/svc/routes", restarted.admin),
+        Some(json!({"name": "later", "paths": ["/later"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let started = Instant::now();
+    while through(&http, &b, "/later", None).await != 200 {
+        assert!(started.elapsed() < DEADLINE, "node b did not serve /later");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v = status(&http, &restarted).await;
+    assert_eq!(v["database"]["reachable"], true, "{v}");
+    assert_eq!(v["configuration"]["error"], Value::Null, "{v}");
+    // Its cache follows: the new configuration, a new hash.
+    let after = cached(&http, &restarted).await;
+    assert_ne!(after["configuration_hash"], hash.as_str());
+    drop(restarted);
+    drop(a);
+}
+
+#[tokio::test]
+async fn kill_9_during_writes_loses_nothing_acknowledged() {
+    let c = Cluster::start(2).await;
+    // Writes through node 0, one after another, while node 0 is killed with SIGKILL.
+    let http = c.http.clone();
+    let admin_0 = c.nodes[0].admin.clone();
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..10_000 {
+            let r = http
+                .post(format!("{admin_0}/consumers"))
+                .bearer_auth(common::ADMIN_TOKEN)
+                .json(&json!({"username": format!("user-{i}")}))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 201 => acknowledged.push(format!("user-{i}")),
+                Ok(r) => panic!("write {i}: {}", r.status()),
+                Err(_) => break,
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut c = c;
+    c.nodes[0].kill9();
+    let acknowledged = writer.await.unwrap();
+    assert!(acknowledged.len() >= 10, "{} writes", acknowledged.len());
+    // Every write node 0 acknowledged is there through node 1.
+    for name in &acknowledged {
+        let (s, v) = c
+            .admin(1, Method::GET, &format!("/consumers/{name}"), None)
+            .await;
+        assert_eq!(s, 200, "{name} was acknowledged and lost: {v}");
     }
     c.stop().await;
 }

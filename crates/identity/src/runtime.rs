@@ -18,7 +18,8 @@ use bytes::Bytes;
 use gatehouse_claim_template::{Template, Value};
 use gatehouse_core::Timestamp;
 use gatehouse_core::identity::{
-    AuthServer, Claim, Client, GrantType, IssuedToken, Scope, TokenEndpointAuthMethod,
+    AuthServer, AuthServerRecord, Claim, Client, GrantType, IssuedToken, Scope,
+    TokenEndpointAuthMethod,
 };
 use gatehouse_store::feed::{Change, ChangeSink, SinkError};
 use gatehouse_store::{SharedStore, StoreError};
@@ -84,6 +85,8 @@ pub struct ClientRuntime {
 
 /// One auth server's immutable snapshot.
 pub struct ServerRuntime {
+    /// What it was built from.
+    pub record: Arc<AuthServerRecord>,
     /// The stored auth server.
     pub server: AuthServer,
     /// Its issuer URL.
@@ -443,7 +446,21 @@ impl Identity {
         public_url: &str,
         throttle: ThrottleConfig,
     ) -> Result<Arc<Self>, RuntimeError> {
-        let me = Arc::new(Self {
+        let me = Self::new(store, master, public_url, throttle);
+        me.reload_all().await?;
+        me.refresh_revoked().await?;
+        Ok(me)
+    }
+
+    /// An identity server that serves nothing until [`Identity::install`] or
+    /// [`Identity::reload_all`], with its token writer started.
+    pub fn new(
+        store: SharedStore,
+        master: MasterKey,
+        public_url: &str,
+        throttle: ThrottleConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             writer: TokenWriter::spawn(store.clone()),
             store,
             master,
@@ -459,10 +476,7 @@ impl Identity {
             hash_permits: Semaphore::new(2),
             throttle: AuthThrottle::new(throttle),
             epoch: AtomicU64::new(0),
-        });
-        me.reload_all().await?;
-        me.refresh_revoked().await?;
-        Ok(me)
+        })
     }
 
     /// The store.
@@ -493,10 +507,32 @@ impl Identity {
     /// Rebuilds every auth server's snapshot from storage.
     pub async fn reload_all(&self) -> Result<(), RuntimeError> {
         let _guard = self.reload_lock.lock().await;
+        let records = self.store.auth_server_records().await?;
+        self.install_servers(records.into_iter().map(Arc::new))
+    }
+
+    /// Serves `records` (every auth server) and `revoked` (`(jti, expires_at)` of revoked
+    /// tokens), replacing what was served: how a node that starts without its database serves
+    /// its cached configuration.
+    pub fn install(
+        &self,
+        records: impl IntoIterator<Item = Arc<AuthServerRecord>>,
+        revoked: impl IntoIterator<Item = (Uuid, Timestamp)>,
+    ) -> Result<(), RuntimeError> {
+        self.install_servers(records)?;
+        *self.revoked.write() = revoked.into_iter().collect();
+        self.invalidate();
+        Ok(())
+    }
+
+    fn install_servers(
+        &self,
+        records: impl IntoIterator<Item = Arc<AuthServerRecord>>,
+    ) -> Result<(), RuntimeError> {
         let mut by_slug = HashMap::new();
         let mut by_id = HashMap::new();
-        for s in self.store.all_auth_servers().await? {
-            let rt = Arc::new(self.build(s).await?);
+        for record in records {
+            let rt = Arc::new(self.build(record)?);
             by_slug.insert(rt.server.issuer_slug.clone(), rt.clone());
             by_id.insert(rt.server.id, rt);
         }
@@ -506,12 +542,33 @@ impl Identity {
         Ok(())
     }
 
+    /// What every served auth server was built from, ordered by id.
+    pub fn records(&self) -> Vec<Arc<AuthServerRecord>> {
+        let mut records: Vec<_> = self
+            .servers
+            .load()
+            .by_id
+            .values()
+            .map(|s| s.record.clone())
+            .collect();
+        records.sort_by_key(|r| r.server.id);
+        records
+    }
+
+    /// The revoked tokens not yet expired that this node knows: `(jti, expires_at)`, ordered
+    /// by jti.
+    pub fn revoked(&self) -> Vec<(Uuid, Timestamp)> {
+        let mut revoked: Vec<_> = self.revoked.read().iter().map(|(k, v)| (*k, *v)).collect();
+        revoked.sort_unstable();
+        revoked
+    }
+
     /// Rebuilds one auth server's snapshot (or drops it if it was deleted). Call after every
     /// write that touches it.
     pub async fn reload(&self, id: Uuid) -> Result<(), RuntimeError> {
         let _guard = self.reload_lock.lock().await;
-        let fresh = match self.store.get_auth_server(id).await? {
-            Some(s) => Some(Arc::new(self.build(s).await?)),
+        let fresh = match self.store.auth_server_record(id).await? {
+            Some(record) => Some(Arc::new(self.build(Arc::new(record))?)),
             None => None,
         };
         let current = self.servers.load();
@@ -541,36 +598,38 @@ impl Identity {
         self.secrets.retain(|id| live.contains(id));
     }
 
-    async fn build(&self, server: AuthServer) -> Result<ServerRuntime, RuntimeError> {
+    fn build(&self, record: Arc<AuthServerRecord>) -> Result<ServerRuntime, RuntimeError> {
+        let server = record.server.clone();
         let id = server.id;
         let issuer = self.issuer_url(&server.issuer_slug);
         let now = Timestamp::now();
         let mut keys = HashMap::new();
         let mut signing_key = None;
-        for stored in self.store.signing_keys(id).await? {
+        for stored in &record.signing_keys {
             if let Some(retired) = stored.retired_at
                 && retired.plus_seconds(RETIRED_KEY_GRACE_SECS) < now
             {
                 continue;
             }
-            let key = Arc::new(LoadedKey::unseal(&self.master, &stored)?);
+            let key = Arc::new(LoadedKey::unseal(&self.master, stored)?);
             if stored.retired_at.is_none() && signing_key.is_none() {
                 signing_key = Some(key.clone());
             }
             keys.insert(key.id, key);
         }
         let signing_key = signing_key.ok_or(RuntimeError::NoKey(id))?;
-        let scopes: HashMap<String, Scope> = self
-            .store
-            .all_scopes(id)
-            .await?
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
+        let scopes: HashMap<String, Scope> = record
+            .scopes
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
             .collect();
         let mut claims = Vec::new();
-        for claim in self.store.all_claims(id).await? {
+        for claim in &record.claims {
             match Template::parse(&claim.value) {
-                Ok(template) => claims.push(CompiledClaim { claim, template }),
+                Ok(template) => claims.push(CompiledClaim {
+                    claim: claim.clone(),
+                    template,
+                }),
                 // Values are checked when written; one that no longer parses (an older
                 // version accepted it) is left out rather than taking the server down.
                 Err(e) => {
@@ -579,26 +638,24 @@ impl Identity {
             }
         }
         let mut secrets_by_client: HashMap<String, Vec<(Uuid, String)>> = HashMap::new();
-        for s in self.store.all_secrets(id).await? {
+        for s in &record.secrets {
             if s.enabled {
                 secrets_by_client
                     .entry(s.client_id.clone())
                     .or_default()
-                    .push((s.id, s.hash));
+                    .push((s.id, s.hash.clone()));
             }
         }
-        let clients = self
-            .store
-            .all_clients(id)
-            .await?
-            .into_iter()
+        let clients = record
+            .clients
+            .iter()
             .map(|c| {
                 let secrets = secrets_by_client.remove(&c.id).unwrap_or_default();
-                let template_ctx = client_template_ctx(&c);
+                let template_ctx = client_template_ctx(c);
                 (
                     c.id.clone(),
                     ClientRuntime {
-                        client: c,
+                        client: c.clone(),
                         secrets,
                         template_ctx,
                     },
@@ -611,6 +668,7 @@ impl Identity {
         let discovery = discovery_document(&issuer, &server, &scopes);
         Ok(ServerRuntime {
             template_ctx: server_template_ctx(&server),
+            record,
             server,
             issuer,
             scopes,

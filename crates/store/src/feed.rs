@@ -156,6 +156,8 @@ pub struct Feed {
     store: SharedStore,
     sinks: Vec<Arc<dyn ChangeSink>>,
     applied: AtomicI64,
+    // The same version, for those who wait for it to move (the configuration cache).
+    applied_watch: tokio::sync::watch::Sender<i64>,
     // Serialises catching up: one reader at a time, batches applied in order.
     lock: tokio::sync::Mutex<()>,
     // Held for a copy, never across an await.
@@ -187,6 +189,7 @@ impl Feed {
             store,
             sinks,
             applied: AtomicI64::new(version),
+            applied_watch: tokio::sync::watch::Sender::new(version),
             lock: tokio::sync::Mutex::new(()),
             health,
         })
@@ -195,6 +198,16 @@ impl Feed {
     /// The last version applied.
     pub fn applied(&self) -> i64 {
         self.applied.load(Ordering::Acquire)
+    }
+
+    /// Follows the last version applied: it changes after every batch the sinks applied.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied_watch.subscribe()
+    }
+
+    fn set_applied(&self, version: i64) {
+        self.applied.store(version, Ordering::Release);
+        self.applied_watch.send_replace(version);
     }
 
     /// The feed's health.
@@ -264,7 +277,7 @@ impl Feed {
             for sink in &self.sinks {
                 sink.apply(&batch).await.map_err(StoreError::Sink)?;
             }
-            self.applied.store(last, Ordering::Release);
+            self.set_applied(last);
             tracing::debug!(version = last, changes = batch.len(), "changes applied");
             if (batch.len() as i64) < BATCH {
                 return Ok(());
@@ -278,7 +291,7 @@ impl Feed {
         for sink in &self.sinks {
             sink.resync().await.map_err(StoreError::Sink)?;
         }
-        self.applied.store(version, Ordering::Release);
+        self.set_applied(version);
         Ok(())
     }
 

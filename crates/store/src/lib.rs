@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 use gatehouse_core::gateway::{ControlPlane, CoreEntity, EntityKind};
 use gatehouse_core::identity::{
-    AuthServer, Claim, Client, ClientSecret, IssuedToken, Scope, SigningKey,
+    AuthServer, AuthServerRecord, Claim, Client, ClientSecret, IssuedToken, Scope, SigningKey,
 };
 use gatehouse_core::list::{ListQuery, Page};
 use std::sync::Arc;
@@ -212,6 +212,39 @@ pub trait Store: GatewayStore {
     /// An auth server's signing keys, newest first.
     async fn signing_keys(&self, auth_server: Uuid) -> Result<Vec<SigningKey>>;
 
+    /// Everything the identity server serves one auth server from; `None` when it does not
+    /// exist.
+    async fn auth_server_record(&self, id: Uuid) -> Result<Option<AuthServerRecord>> {
+        match self.get_auth_server(id).await? {
+            Some(server) => Ok(Some(self.record_of(server).await?)),
+            None => Ok(None),
+        }
+    }
+    /// [`Store::auth_server_record`] of every auth server.
+    async fn auth_server_records(&self) -> Result<Vec<AuthServerRecord>> {
+        let mut records = Vec::new();
+        for server in self.all_auth_servers().await? {
+            records.push(self.record_of(server).await?);
+        }
+        Ok(records)
+    }
+    /// Reads what belongs to `server`.
+    async fn record_of(&self, server: AuthServer) -> Result<AuthServerRecord> {
+        let id = server.id;
+        Ok(AuthServerRecord {
+            signing_keys: self.signing_keys(id).await?,
+            scopes: self.all_scopes(id).await?,
+            claims: self.all_claims(id).await?,
+            clients: self.all_clients(id).await?,
+            secrets: self.all_secrets(id).await?,
+            server,
+        })
+    }
+
+    /// Applies the migrations this build carries that the database lacks (idempotent). [`open`]
+    /// does this; a store from [`open_lazy`] needs it once the database answers.
+    async fn migrate(&self) -> Result<()>;
+
     /// The latest version of the change feed (0 before any change).
     async fn change_version(&self) -> Result<i64>;
     /// Up to `limit` recorded changes after version `after`, in order.
@@ -295,6 +328,13 @@ pub async fn open(url: &str) -> Result<SharedStore> {
             sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
         ))
     }
+}
+
+/// A PostgreSQL store that connects only when first used and has not applied migrations: for
+/// a node that starts from its cached configuration while the database is unreachable
+/// (call [`Store::migrate`] once it answers). Fails only on a malformed URL.
+pub fn open_lazy(url: &str) -> Result<SharedStore> {
+    Ok(Arc::new(postgres::PgStore::connect_lazy(url)?))
 }
 
 /// A column a list query may filter or sort on.

@@ -351,6 +351,10 @@ macro_rules! sql_store {
                 $backend
             }
 
+            async fn migrate(&self) -> Result<()> {
+                self.run_migrations().await
+            }
+
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1")
                     .execute(&self.pool)

@@ -20,17 +20,44 @@ impl PgStore {
 
     /// Connects with explicit options (tests use this to pick a private schema).
     pub async fn connect_with(options: PgConnectOptions) -> crate::Result<Self> {
-        let statement_timeout = format!("{}ms", crate::STATEMENT_TIMEOUT.as_millis());
-        let options = options.options([("statement_timeout", statement_timeout.as_str())]);
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options()
+            .connect_with(Self::with_timeouts(options))
+            .await
+            .map_err(db_err)?;
+        let store = Self { pool };
+        store.run_migrations().await?;
+        Ok(store)
+    }
+
+    /// A store whose connections open on first use, without migrations (see
+    /// [`crate::open_lazy`]).
+    pub fn connect_lazy(url: &str) -> crate::Result<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(db_err)?;
+        Ok(Self {
+            pool: Self::pool_options().connect_lazy_with(Self::with_timeouts(options)),
+        })
+    }
+
+    fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .after_release(|conn, _| Box::pin(crate::sql::leaves_no_transaction(conn)))
-            .connect_with(options)
+    }
+
+    fn with_timeouts(options: PgConnectOptions) -> PgConnectOptions {
+        let statement_timeout = format!("{}ms", crate::STATEMENT_TIMEOUT.as_millis());
+        options.options([("statement_timeout", statement_timeout.as_str())])
+    }
+
+    pub(crate) async fn run_migrations(&self) -> crate::Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
             .await
-            .map_err(db_err)?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => db_err(e),
+                e => e.into(),
+            })
     }
 
     /// `LISTEN`s on [`crate::feed::CHANNEL`] on a connection of its own.

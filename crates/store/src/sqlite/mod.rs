@@ -30,8 +30,13 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.run_migrations().await?;
+        Ok(store)
+    }
+
+    pub(crate) async fn run_migrations(&self) -> crate::Result<()> {
+        Ok(sqlx::migrate!("migrations/sqlite").run(&self.pool).await?)
     }
 
     /// One SQLite file serves one node, which learns of its own writes in-process
