@@ -1149,8 +1149,9 @@ macro_rules! sql_store {
             }
 
             async fn prune_changes(&self, before: Timestamp) -> Result<u64> {
+                // `created_at` is in Unix seconds (the triggers' clock).
                 let mut qb: Qb = QueryBuilder::new("DELETE FROM changes WHERE created_at < ");
-                qb.push_bind(before.0);
+                qb.push_bind(before.unix_seconds());
                 let done = qb.build().execute(&self.pool).await.map_err(db_err)?;
                 Ok(done.rows_affected())
             }

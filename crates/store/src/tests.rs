@@ -740,7 +740,15 @@ async fn every_change_is_recorded_in_order_and_issuing_tokens_is_not() {
             panic!()
         };
         assert!(none.is_empty());
-        // Pruning drops the rows, never the version.
+        // Pruning drops the rows older than the cutoff, never newer ones, never the version.
+        assert_eq!(
+            s.prune_changes(now.plus_seconds(-crate::feed::RETENTION_SECS))
+                .await
+                .unwrap(),
+            0,
+            "{}: rows made now are kept for the retention period",
+            s.backend()
+        );
         assert_eq!(s.prune_changes(now.plus_seconds(60)).await.unwrap(), 9);
         assert_eq!(s.change_version().await.unwrap(), start + 9);
     }
