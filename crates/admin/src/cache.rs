@@ -222,6 +222,8 @@ pub struct ConfigCache {
     identity: Arc<Identity>,
     source: Option<Arc<StoreSource>>,
     status: std::sync::Mutex<CacheStatus>,
+    // Ticks after every refresh (the node's heartbeat reports the new hash at once).
+    refreshed: tokio::sync::watch::Sender<()>,
 }
 
 impl ConfigCache {
@@ -247,7 +249,13 @@ impl ConfigCache {
             feed,
             identity,
             source,
+            refreshed: tokio::sync::watch::Sender::new(()),
         })
+    }
+
+    /// Changes after every refresh.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<()> {
+        self.refreshed.subscribe()
     }
 
     /// Where the cache stands.
@@ -313,6 +321,8 @@ impl ConfigCache {
             }
             Err(e) => status.error = Some(format!("the cache writer failed: {e}")),
         }
+        drop(status);
+        self.refreshed.send_replace(());
     }
 
     /// Keeps the cache current until the process ends: now, and after every batch of changes

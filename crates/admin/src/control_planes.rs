@@ -228,7 +228,7 @@ async fn create_cp(State(st): State<AdminState>, JsonBody(body): JsonBody) -> Ap
     Ok((StatusCode::CREATED, axum::Json(render(&st, &cp))).into_response())
 }
 
-async fn load(st: &AdminState, id: &str) -> Result<ControlPlane, ApiError> {
+pub(crate) async fn load(st: &AdminState, id: &str) -> Result<ControlPlane, ApiError> {
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
     st.identity
         .store()

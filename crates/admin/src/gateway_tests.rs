@@ -894,3 +894,83 @@ async fn the_configuration_hash_follows_what_is_served() {
         assert_eq!(hash_other_than(&e, &with_service).await, empty, "{b}");
     }
 }
+
+#[tokio::test]
+async fn the_nodes_list_says_which_node_lags_or_is_gone() {
+    for store in stores().await {
+        let e = env(store).await;
+        let b = e.backend;
+        let now = gatehouse_core::Timestamp::now().unix_seconds();
+        let current = e.store.change_version().await.unwrap();
+        let node = |host: &str, last_ping: i64, version: i64, error: Option<&str>| {
+            gatehouse_store::NodeRecord {
+                id: Uuid::new_v4(),
+                control_plane_id: e.default_cp,
+                hostname: host.into(),
+                version: "0.1.0".into(),
+                config_hash: "c".repeat(32),
+                config_version: version,
+                sync_error: error.map(str::to_owned),
+                created_at: now - 100,
+                last_ping,
+            }
+        };
+        let healthy = node("a-healthy", now, current, None);
+        let gone = node("b-gone", now - 3600, current, None);
+        let lagging = node(
+            "c-lagging",
+            now,
+            current - 1,
+            Some("applying changes failed"),
+        );
+        for n in [&healthy, &gone, &lagging] {
+            e.store.record_node(n).await.unwrap();
+        }
+        let (s, v) = e
+            .call(
+                "GET",
+                &format!("/v2/control-planes/{}/nodes", e.default_cp),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}: {v}");
+        assert_eq!(v["page"]["total"], 3, "{b}");
+        let items = v["items"].as_array().unwrap();
+        let by_host = |h: &str| items.iter().find(|i| i["hostname"] == h).unwrap().clone();
+        let h = by_host("a-healthy");
+        assert_eq!(h["id"], healthy.id.to_string());
+        assert_eq!(h["connection_state"]["is_connected"], true);
+        assert_eq!(
+            (h["lagging"].clone(), h["sync_error"].clone()),
+            (json!(false), Value::Null)
+        );
+        assert_eq!(h["config_hash"], "c".repeat(32));
+        assert_eq!(h["last_ping"], now);
+        assert_eq!(h["created_at"], now - 100);
+        assert_eq!(
+            by_host("b-gone")["connection_state"]["is_connected"],
+            false,
+            "{b}"
+        );
+        let l = by_host("c-lagging");
+        assert_eq!(l["lagging"], true, "{b}");
+        assert_eq!(l["sync_error"], "applying changes failed");
+        // Another control plane's list is empty; an unknown one is 404.
+        let (s, other) = e
+            .call("POST", "/v2/control-planes", Some(json!({"name": "other"})))
+            .await;
+        assert_eq!(s, 201);
+        let (s, v) = e
+            .call(
+                "GET",
+                &format!("/v2/control-planes/{}/nodes", other["id"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!((s, v["items"].clone()), (200, json!([])), "{b}");
+        let (s, _) = e
+            .call("GET", "/v2/control-planes/not-a-uuid/nodes", None)
+            .await;
+        assert_eq!(s, 404);
+    }
+}

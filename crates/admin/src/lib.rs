@@ -15,6 +15,7 @@ pub mod core_entities;
 pub mod identity_api;
 pub mod kong_error;
 pub mod list;
+pub mod nodes;
 pub mod plugin_secrets;
 pub mod problem;
 pub mod sync;
@@ -66,6 +67,7 @@ pub fn router(state: AdminState, auth: auth::AdminAuth) -> Router {
     let protected = Router::new()
         .merge(identity_api::routes())
         .merge(control_planes::routes())
+        .merge(nodes::routes())
         .nest(
             "/v2/control-planes/{cp}/core-entities",
             core_entities::routes(),

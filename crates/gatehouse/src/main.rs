@@ -237,6 +237,33 @@ fn master_key(data_dir: &Path) -> Result<MasterKey> {
     MasterKey::parse(&text).with_context(|| format!("{} is not a valid master key", path.display()))
 }
 
+/// This node's id, kept in the data directory's `node.id` (created on first start), as Kong
+/// keeps its node id in its prefix: a restarted node is the same node.
+fn node_id(data_dir: &Path) -> Result<uuid::Uuid> {
+    let path = data_dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => uuid::Uuid::parse_str(text.trim())
+            .with_context(|| format!("{} does not hold a node id", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4();
+            write_private(&path, &id.to_string())
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The host's name, for the nodes list.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
@@ -624,6 +651,17 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
         following.source,
     );
     cache.spawn();
+    gatehouse_admin::nodes::spawn_heartbeat(
+        store.clone(),
+        gatehouse_admin::nodes::NodeIdentity {
+            id: node_id(&args.data_dir)?,
+            control_plane_id: served_cp,
+            hostname: hostname(),
+        },
+        feed.clone(),
+        cache.clone(),
+        args.db_update_frequency,
+    );
 
     let ready = Arc::new(AtomicBool::new(false));
     let admin = admin_router(

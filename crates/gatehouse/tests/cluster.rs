@@ -322,6 +322,67 @@ async fn gateway_changes_through_one_node_are_served_by_every_node() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Konnect's nodes list, through any node: the three nodes, each reporting the hash its
+    // own /status shows, all the same, at the same version (reports follow within the deadline).
+    let (_, cps) = c
+        .admin(
+            2,
+            Method::GET,
+            "/v2/control-planes?filter[name][eq]=default",
+            None,
+        )
+        .await;
+    let cp = cps["data"][0]["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let nodes = loop {
+        let mut hashes = Vec::new();
+        for n in &c.nodes {
+            hashes.push(status(&c.http, n).await["configuration_hash"].clone());
+        }
+        let (s, nodes) = c
+            .admin(
+                1,
+                Method::GET,
+                &format!("/v2/control-planes/{cp}/nodes"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{nodes}");
+        let items = nodes["items"].as_array().unwrap();
+        if hashes.iter().all(|h| *h == hashes[0])
+            && items.len() == 3
+            && items
+                .iter()
+                .all(|i| i["config_hash"] == hashes[0] && i["config_version"] == json!(versions[0]))
+        {
+            break nodes;
+        }
+        assert!(started.elapsed() < DEADLINE, "{hashes:?} {nodes}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(nodes["page"]["total"], 3);
+    let items = nodes["items"].as_array().unwrap();
+    let ids: std::collections::HashSet<_> = items.iter().map(|i| i["id"].clone()).collect();
+    assert_eq!(ids.len(), 3, "{nodes}");
+    for i in items {
+        assert_eq!(i["connection_state"]["is_connected"], true, "{i}");
+        assert_eq!(i["lagging"], false, "{i}");
+        assert_eq!(i["config_version"], json!(versions[0]), "{i}");
+        assert_eq!(i["version"], env!("CARGO_PKG_VERSION"));
+        assert!(
+            i["last_ping"].as_i64().unwrap() > 0 && !i["hostname"].as_str().unwrap().is_empty()
+        );
+    }
+    let (s, v) = c
+        .admin(
+            0,
+            Method::GET,
+            &format!("/v2/control-planes/{}/nodes", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!((s, v["status"].clone()), (404, json!(404)), "{v}");
     c.stop().await;
 }
 
@@ -601,6 +662,27 @@ async fn a_node_starts_from_its_cached_configuration_while_the_database_is_down_
     let v = status(&http, &restarted).await;
     assert_eq!(v["database"]["reachable"], true, "{v}");
     assert_eq!(v["configuration"]["error"], Value::Null, "{v}");
+    // The restarted node is the same node: two rows, not three.
+    let (_, cps) = admin(
+        &http,
+        Method::GET,
+        format!("{}/v2/control-planes?filter[name][eq]=default", b.admin),
+        None,
+    )
+    .await;
+    let cp = cps["data"][0]["id"].as_str().unwrap();
+    let (s, nodes) = admin(
+        &http,
+        Method::GET,
+        format!("{}/v2/control-planes/{cp}/nodes", b.admin),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, nodes["page"]["total"].clone()),
+        (200, json!(2)),
+        "{nodes}"
+    );
     // Its cache follows: the new configuration, a new hash.
     let after = cached(&http, &restarted).await;
     assert_ne!(after["configuration_hash"], hash.as_str());

@@ -67,6 +67,29 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A node serving a control plane, as it last reported itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    /// The node's id (kept in its data directory).
+    pub id: Uuid,
+    /// The control plane its proxy serves.
+    pub control_plane_id: Uuid,
+    /// Its host's name.
+    pub hostname: String,
+    /// Its Gatehouse version.
+    pub version: String,
+    /// The `configuration_hash` of what it serves.
+    pub config_hash: String,
+    /// The last change-feed version it applied.
+    pub config_version: i64,
+    /// Why it could not catch up, when its last attempt failed.
+    pub sync_error: Option<String>,
+    /// Its first report (Unix seconds).
+    pub created_at: i64,
+    /// Its latest report (Unix seconds).
+    pub last_ping: i64,
+}
+
 /// Storage results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -251,6 +274,13 @@ pub trait Store: GatewayStore {
     async fn changes_since(&self, after: i64, limit: i64) -> Result<feed::ChangeRead>;
     /// Deletes change records made before `before`; returns how many.
     async fn prune_changes(&self, before: Timestamp) -> Result<u64>;
+    /// Creates or updates a node's row (its `created_at` is kept on update).
+    async fn record_node(&self, node: &NodeRecord) -> Result<()>;
+    /// The nodes that last said they serve `control_plane`, by hostname.
+    async fn nodes(&self, control_plane: Uuid) -> Result<Vec<NodeRecord>>;
+    /// Deletes the rows of nodes not heard from since `before`; returns how many.
+    async fn prune_nodes(&self, before: Timestamp) -> Result<u64>;
+
     /// Listens for other nodes' change announcements: PostgreSQL's `LISTEN`; `None` on
     /// SQLite, whose one node learns of its writes in-process.
     async fn listen(&self) -> Result<Option<Box<dyn feed::ChangeListener>>>;

@@ -1156,6 +1156,68 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
+            async fn record_node(&self, n: &$crate::NodeRecord) -> Result<()> {
+                let mut qb: Qb = QueryBuilder::new(
+                    "INSERT INTO nodes (id, control_plane_id, hostname, version, config_hash, \
+                     config_version, sync_error, created_at, last_ping) VALUES (",
+                );
+                let mut sep = qb.separated(", ");
+                sep.push_bind(n.id.to_string())
+                    .push_bind(n.control_plane_id.to_string())
+                    .push_bind(n.hostname.clone())
+                    .push_bind(n.version.clone())
+                    .push_bind(n.config_hash.clone())
+                    .push_bind(n.config_version)
+                    .push_bind(n.sync_error.clone())
+                    .push_bind(n.created_at)
+                    .push_bind(n.last_ping);
+                qb.push(
+                    ") ON CONFLICT (id) DO UPDATE SET control_plane_id = excluded.control_plane_id, \
+                     hostname = excluded.hostname, version = excluded.version, \
+                     config_hash = excluded.config_hash, config_version = excluded.config_version, \
+                     sync_error = excluded.sync_error, last_ping = excluded.last_ping",
+                );
+                qb.build().execute(&self.pool).await.map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn nodes(&self, control_plane: Uuid) -> Result<Vec<$crate::NodeRecord>> {
+                let mut qb: Qb = QueryBuilder::new(
+                    "SELECT id, control_plane_id, hostname, version, config_hash, config_version, \
+                     sync_error, created_at, last_ping FROM nodes WHERE control_plane_id = ",
+                );
+                qb.push_bind(control_plane.to_string())
+                    .push(" ORDER BY hostname, id");
+                type Row = (String, String, String, String, String, i64, Option<String>, i64, i64);
+                let rows: Vec<Row> =
+                    qb.build_query_as().fetch_all(&self.pool).await.map_err(db_err)?;
+                rows.into_iter()
+                    .map(|(id, cp, hostname, version, config_hash, config_version, sync_error, created_at, last_ping)| {
+                        let uuid = |s: &str| {
+                            Uuid::parse_str(s).map_err(|_| StoreError::Corrupt(format!("node id {s}")))
+                        };
+                        Ok($crate::NodeRecord {
+                            id: uuid(&id)?,
+                            control_plane_id: uuid(&cp)?,
+                            hostname,
+                            version,
+                            config_hash,
+                            config_version,
+                            sync_error,
+                            created_at,
+                            last_ping,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn prune_nodes(&self, before: Timestamp) -> Result<u64> {
+                let mut qb: Qb = QueryBuilder::new("DELETE FROM nodes WHERE last_ping < ");
+                qb.push_bind(before.unix_seconds());
+                let done = qb.build().execute(&self.pool).await.map_err(db_err)?;
+                Ok(done.rows_affected())
+            }
+
             async fn listen(&self) -> Result<Option<Box<dyn $crate::feed::ChangeListener>>> {
                 self.change_listener().await
             }

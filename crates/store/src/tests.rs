@@ -893,3 +893,58 @@ async fn sqlx_exec(b: &Backends, i: usize, sql: &str) {
     }
     .unwrap();
 }
+
+#[tokio::test]
+async fn nodes_report_themselves_per_control_plane() {
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let (cp, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let node = |id: Uuid, cp: Uuid, host: &str, at: i64| NodeRecord {
+            id,
+            control_plane_id: cp,
+            hostname: host.into(),
+            version: "1.0.0".into(),
+            config_hash: "a".repeat(32),
+            config_version: 7,
+            sync_error: None,
+            created_at: at,
+            last_ping: at,
+        };
+        let (one, two, three) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        s.record_node(&node(one, cp, "b-host", 100)).await.unwrap();
+        s.record_node(&node(two, cp, "a-host", 100)).await.unwrap();
+        s.record_node(&node(three, other, "c-host", 100))
+            .await
+            .unwrap();
+        // A later report updates the row and keeps its first report's time.
+        let mut later = node(one, cp, "b-host", 500);
+        later.config_hash = "b".repeat(32);
+        later.config_version = 9;
+        later.sync_error = Some("database unavailable".into());
+        s.record_node(&later).await.unwrap();
+        let listed = s.nodes(cp).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|n| n.id).collect::<Vec<_>>(),
+            vec![two, one],
+            "{}: this control plane's, by hostname",
+            s.backend()
+        );
+        assert_eq!(
+            listed[1],
+            NodeRecord {
+                created_at: 100,
+                ..later
+            }
+        );
+        // Nodes not heard from since the cutoff are forgotten.
+        assert_eq!(
+            s.prune_nodes(Timestamp::from_unix_seconds(200))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(s.nodes(cp).await.unwrap().len(), 1);
+        assert!(s.nodes(other).await.unwrap().is_empty());
+    }
+    b.cleanup().await;
+}
