@@ -280,6 +280,7 @@ impl ConfigCache {
         let node = self.node.clone();
         let path = self.path.clone();
         let written = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let configuration = serde_json::to_string(&ConfigurationRef {
                 entities: &entities,
                 auth_servers: records.iter().map(|r| r.as_ref()).collect(),
@@ -304,6 +305,12 @@ impl ConfigCache {
             })
             .map_err(|e| CacheError::Invalid(e.to_string()))?;
             write_atomically(&path, &bytes)?;
+            tracing::debug!(
+                version,
+                bytes = bytes.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "configuration cache written"
+            );
             Ok::<_, CacheError>((hash, written_at.unix_seconds()))
         })
         .await;

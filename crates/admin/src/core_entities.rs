@@ -666,6 +666,7 @@ fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
             key: ("id", id.to_string()),
         },
         StoreError::NotFound => KongError::NotFound,
+        StoreError::Stale => KongError::Stale,
         StoreError::HasChildren => KongError::ReferencedBy {
             kind: entity.kind,
             by: K::Route,
@@ -738,8 +739,8 @@ async fn upsert(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
     }
     let entity = validate(&st, s.cp, kind, id, body, created_at)?;
     let store = st.identity.store();
-    let result = if existing.is_some() {
-        store.update_core_entity(&entity).await
+    let result = if let Some(read) = &existing {
+        store.update_core_entity(&entity, &read.body).await
     } else {
         store.insert_core_entity(&entity).await
     };
@@ -769,7 +770,7 @@ async fn patch(st: AdminState, s: Scope, kind: K, parent: Option<K>, body: Value
     let entity = validate(&st, s.cp, kind, existing.id, merged, existing.created_at)?;
     st.identity
         .store()
-        .update_core_entity(&entity)
+        .update_core_entity(&entity, &existing.body)
         .await
         .map_err(|e| store_error(e, &entity))?;
     crate::sync::settle(&st).await;

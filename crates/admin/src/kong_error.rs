@@ -46,12 +46,18 @@ pub enum KongError {
     /// A request refused before its handler ran (408, 413, 414, a second `Host`), with
     /// Kong's style of message.
     Refused(StatusCode, String),
+    /// 409: the entity changed between this request's read and its write (another request,
+    /// perhaps on another node, wrote it first); nothing was written.
+    Stale,
     /// 503: the database is unavailable (`StoreError::Unavailable`); the request may be sent
     /// again. The cause was logged.
     Unavailable,
     /// 500; the cause was logged.
     Internal,
 }
+
+/// What a 409 for a concurrent write says, in both APIs.
+pub(crate) const STALE: &str = "The entity was changed by another request while this one ran; nothing was written. Read it again and retry";
 
 /// What a 503 says, in both APIs' formats.
 pub(crate) const UNAVAILABLE: &str = "The database is unavailable; try again later";
@@ -127,6 +133,7 @@ impl KongError {
                 json!({"message": "Method not allowed"}),
             ),
             Self::Refused(status, m) => (*status, json!({"message": m})),
+            Self::Stale => (StatusCode::CONFLICT, json!({"message": STALE})),
             Self::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"message": UNAVAILABLE}),

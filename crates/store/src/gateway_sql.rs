@@ -185,7 +185,11 @@ macro_rules! gateway_sql {
             tx.commit().await.map_err(db_err)
         }
 
-        async fn update_core_entity(&self, e: &gatehouse_core::gateway::CoreEntity) -> Result<()> {
+        async fn update_core_entity(
+            &self,
+            e: &gatehouse_core::gateway::CoreEntity,
+            read: &serde_json::Value,
+        ) -> Result<()> {
             let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
             Self::check_core_entity(&mut tx, e, false).await?;
             let mut qb: Qb = QueryBuilder::new("UPDATE core_entities SET endpoint_key = ");
@@ -205,10 +209,29 @@ macro_rules! gateway_sql {
                 .push(" AND kind = ")
                 .push_bind(e.kind.as_str())
                 .push(" AND id = ")
-                .push_bind(e.id.to_string());
+                .push_bind(e.id.to_string())
+                .push(" AND body = ")
+                .push_bind(read.to_string());
             let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
             if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
+                let mut exists: Qb =
+                    QueryBuilder::new("SELECT 1 FROM core_entities WHERE control_plane_id = ");
+                exists
+                    .push_bind(e.control_plane_id.to_string())
+                    .push(" AND kind = ")
+                    .push_bind(e.kind.as_str())
+                    .push(" AND id = ")
+                    .push_bind(e.id.to_string());
+                let found: Option<i32> = exists
+                    .build_query_scalar()
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                return Err(if found.is_some() {
+                    StoreError::Stale
+                } else {
+                    StoreError::NotFound
+                });
             }
             tx.commit().await.map_err(db_err)
         }

@@ -44,6 +44,10 @@ pub enum StoreError {
     /// Deleting would orphan children and `force` was not given.
     #[error("the entity still has children")]
     HasChildren,
+    /// The entity changed after the caller read it (a concurrent write, perhaps on another
+    /// node, came first); nothing was written.
+    #[error("the entity changed since it was read")]
+    Stale,
     /// A client may have at most two enabled secrets.
     #[error("too many enabled secrets")]
     TooManySecrets,
@@ -329,8 +333,11 @@ pub trait GatewayStore: Send + Sync + 'static {
     /// Inserts a core entity after checking its references and unique values in one
     /// transaction (`MissingReference`, `Duplicate`).
     async fn insert_core_entity(&self, e: &CoreEntity) -> Result<()>;
-    /// Replaces an existing core entity, with the same checks (`NotFound` when absent).
-    async fn update_core_entity(&self, e: &CoreEntity) -> Result<()>;
+    /// Replaces an existing core entity, with the same checks (`NotFound` when absent), if its
+    /// stored body is still `read` (what the caller read and changed); otherwise nothing is
+    /// written and the answer is `Stale`. Two concurrent updates thus end with one winner,
+    /// never one silently undoing the other.
+    async fn update_core_entity(&self, e: &CoreEntity, read: &serde_json::Value) -> Result<()>;
     /// Deletes a core entity and the plugins scoped to it; a service that routes still
     /// reference is refused with `HasChildren`.
     async fn delete_core_entity(&self, cp: Uuid, kind: EntityKind, id: Uuid) -> Result<()>;

@@ -610,7 +610,7 @@ async fn core_entities_references_uniques_and_cascades() {
         // Update keeps its own unique values and checks the others.
         let mut renamed = route.clone();
         renamed.body = serde_json::json!({"changed": true});
-        s.update_core_entity(&renamed).await.unwrap();
+        s.update_core_entity(&renamed, &route.body).await.unwrap();
         assert_eq!(
             s.get_core_entity(cp.id, K::Route, route.id)
                 .await
@@ -619,11 +619,37 @@ async fn core_entities_references_uniques_and_cascades() {
                 .body,
             serde_json::json!({"changed": true})
         );
+        // A write based on what was read before that update loses, and changes nothing.
+        let mut late = route.clone();
+        late.body = serde_json::json!({"late": true});
+        assert!(
+            matches!(
+                s.update_core_entity(&late, &route.body).await,
+                Err(StoreError::Stale)
+            ),
+            "{}",
+            s.backend()
+        );
+        assert_eq!(
+            s.get_core_entity(cp.id, K::Route, route.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .body,
+            serde_json::json!({"changed": true})
+        );
+        let mut absent = route.clone();
+        absent.id = Uuid::new_v4();
+        absent.endpoint_key = None;
+        assert!(matches!(
+            s.update_core_entity(&absent, &route.body).await,
+            Err(StoreError::NotFound)
+        ));
         let mut taken = renamed.clone();
         taken.endpoint_key = Some("svc".into());
         taken.kind = K::Service;
         assert!(matches!(
-            s.update_core_entity(&taken).await,
+            s.update_core_entity(&taken, &renamed.body).await,
             Err(StoreError::Duplicate(_))
         ));
 
