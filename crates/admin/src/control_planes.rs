@@ -274,10 +274,11 @@ async fn patch_cp(
         apply_labels(&mut cp.labels, l, false);
     }
     r.finish()?;
+    let read = cp.updated_at;
     cp.updated_at = Timestamp::now();
     st.identity
         .store()
-        .update_control_plane(&cp)
+        .update_control_plane(&cp, read)
         .await
         .map_err(|e| ApiError::store(e, "a control plane"))?;
     Ok(axum::Json(render(&st, &cp)).into_response())

@@ -331,11 +331,12 @@ async fn patch_server(
         }
         _ => None,
     };
+    let read = s.updated_at;
     s.updated_at = Timestamp::now();
     state
         .identity
         .store()
-        .update_auth_server(&s, new_key.as_ref())
+        .update_auth_server(&s, new_key.as_ref(), read)
         .await
         .map_err(|e| ApiError::store(e, "an auth server"))?;
     crate::sync::settle(&state).await;
@@ -492,11 +493,12 @@ async fn patch_scope(
     let mut r = ObjectReader::new(body)?;
     read_scope_fields(&mut r, &mut s);
     r.finish()?;
+    let read = s.updated_at;
     s.updated_at = Timestamp::now();
     state
         .identity
         .store()
-        .update_scope(&s)
+        .update_scope(&s, read)
         .await
         .map_err(|e| ApiError::store(e, "a scope"))?;
     crate::sync::settle(&state).await;
@@ -695,11 +697,12 @@ async fn patch_claim(
 ) -> ApiResult {
     let mut c = load_claim(&state, &a, &id).await?;
     read_claim(&state, body, &mut c, false).await?;
+    let read = c.updated_at;
     c.updated_at = Timestamp::now();
     state
         .identity
         .store()
-        .update_claim(&c)
+        .update_claim(&c, read)
         .await
         .map_err(|e| ApiError::store(e, "a claim"))?;
     crate::sync::settle(&state).await;
@@ -984,6 +987,7 @@ async fn patch_client(
 ) -> ApiResult {
     let mut c = load_client(&state, &a, &id).await?;
     let secret = read_client(&state, body, &mut c, &[]).await?;
+    let read = c.updated_at;
     c.updated_at = Timestamp::now();
     let record = match secret {
         Some(s) => Some(secret_record(c.auth_server_id, &c.id, s, true).await?),
@@ -992,7 +996,7 @@ async fn patch_client(
     state
         .identity
         .store()
-        .update_client(&c, record.as_ref())
+        .update_client(&c, record.as_ref(), read)
         .await
         .map_err(|e| ApiError::store(e, "a client"))?;
     crate::sync::settle(&state).await;

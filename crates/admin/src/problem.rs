@@ -57,6 +57,7 @@ impl ApiError {
     pub fn store(e: StoreError, what: &str) -> Self {
         match e {
             StoreError::NotFound => Self::NotFound,
+            StoreError::Stale => Self::Conflict(crate::kong_error::STALE.into()),
             StoreError::Conflict => Self::Conflict(format!("{what} with this name already exists")),
             StoreError::HasChildren => Self::BadRequest(
                 "the auth server still has scopes, claims or clients; delete them or use ?force=true"

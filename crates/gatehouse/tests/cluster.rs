@@ -792,5 +792,42 @@ async fn concurrent_writes_to_one_entity_end_with_one_winner_never_a_lost_update
         }
     }
     eprintln!("{conflicts} of 80 concurrent writes answered 409");
+
+    // The same through Konnect's identity API: a scope renamed through node 1 while node 0
+    // changes its description; 409s are problem+json.
+    let (server, _) = common::auth_server_with_client(&c.http, &c.nodes[0].admin, "race").await;
+    let scopes = format!("/v1/auth-servers/{}/scopes", server["id"].as_str().unwrap());
+    let (s, scope) = c
+        .admin(0, Method::POST, &scopes, Some(json!({"name": "s"})))
+        .await;
+    assert_eq!(s, 201, "{scope}");
+    let one = format!("{scopes}/{}", scope["id"].as_str().unwrap());
+    for round in 0..20 {
+        let (a, b) = tokio::join!(
+            c.admin(
+                0,
+                Method::PATCH,
+                &one,
+                Some(json!({"description": format!("d-{round}")}))
+            ),
+            c.admin(
+                1,
+                Method::PATCH,
+                &one,
+                Some(json!({"name": format!("s-{round}")}))
+            ),
+        );
+        for (s, v) in [&a, &b] {
+            assert!(*s == 200 || (*s == 409 && v["status"] == 409), "{s} {v}");
+        }
+        assert!(a.0 == 200 || b.0 == 200);
+        let (_, now) = c.admin(1, Method::GET, &one, None).await;
+        if a.0 == 200 {
+            assert_eq!(now["description"], format!("d-{round}"), "round {round}");
+        }
+        if b.0 == 200 {
+            assert_eq!(now["name"], format!("s-{round}"), "round {round}");
+        }
+    }
     c.stop().await;
 }

@@ -80,7 +80,11 @@ macro_rules! gateway_sql {
             })
         }
 
-        async fn update_control_plane(&self, cp: &gatehouse_core::gateway::ControlPlane) -> Result<()> {
+        async fn update_control_plane(
+            &self,
+            cp: &gatehouse_core::gateway::ControlPlane,
+            read: gatehouse_core::Timestamp,
+        ) -> Result<()> {
             let mut qb: Qb = QueryBuilder::new("UPDATE control_planes SET name = ");
             qb.push_bind(cp.name.clone())
                 .push(", description = ")
@@ -98,8 +102,11 @@ macro_rules! gateway_sql {
                 .push(", updated_at = ")
                 .push_bind(cp.updated_at.0)
                 .push(" WHERE id = ")
-                .push_bind(cp.id.to_string());
-            self.exec_one(qb).await
+                .push_bind(cp.id.to_string())
+                .push(" AND updated_at = ")
+                .push_bind(read.0);
+            self.exec_cas(qb, "control_planes", &[("id", cp.id.to_string())])
+                .await
         }
 
         async fn delete_control_plane(&self, id: Uuid) -> Result<()> {

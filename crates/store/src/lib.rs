@@ -126,10 +126,14 @@ pub trait Store: GatewayStore {
     /// Every auth server.
     async fn all_auth_servers(&self) -> Result<Vec<AuthServer>>;
     /// Saves an auth server; with `new_key`, also adds that key and retires the older ones.
+    /// `read` is the `updated_at` the caller read: when the stored one differs (a concurrent
+    /// write came first) nothing is written and the answer is [`StoreError::Stale`]. The other
+    /// updates below take it alike.
     async fn update_auth_server(
         &self,
         server: &AuthServer,
         new_key: Option<&SigningKey>,
+        read: Timestamp,
     ) -> Result<()>;
     /// Deletes an auth server; without `force`, refuses while scopes, claims or clients exist.
     async fn delete_auth_server(&self, id: Uuid, force: bool) -> Result<()>;
@@ -143,7 +147,7 @@ pub trait Store: GatewayStore {
     /// Every scope of an auth server.
     async fn all_scopes(&self, auth_server: Uuid) -> Result<Vec<Scope>>;
     /// Saves a scope.
-    async fn update_scope(&self, scope: &Scope) -> Result<()>;
+    async fn update_scope(&self, scope: &Scope, read: Timestamp) -> Result<()>;
     /// Deletes a scope and removes it from clients' `allow_scopes` and claims' `include_in_scopes`.
     async fn delete_scope(&self, auth_server: Uuid, id: Uuid) -> Result<()>;
 
@@ -156,7 +160,7 @@ pub trait Store: GatewayStore {
     /// Every claim of an auth server.
     async fn all_claims(&self, auth_server: Uuid) -> Result<Vec<Claim>>;
     /// Saves a claim.
-    async fn update_claim(&self, claim: &Claim) -> Result<()>;
+    async fn update_claim(&self, claim: &Claim, read: Timestamp) -> Result<()>;
     /// Deletes a claim.
     async fn delete_claim(&self, auth_server: Uuid, id: Uuid) -> Result<()>;
 
@@ -169,7 +173,12 @@ pub trait Store: GatewayStore {
     /// Every client of an auth server.
     async fn all_clients(&self, auth_server: Uuid) -> Result<Vec<Client>>;
     /// Saves a client; with `secret`, its secrets are replaced by that one.
-    async fn update_client(&self, client: &Client, secret: Option<&ClientSecret>) -> Result<()>;
+    async fn update_client(
+        &self,
+        client: &Client,
+        secret: Option<&ClientSecret>,
+        read: Timestamp,
+    ) -> Result<()>;
     /// Creates or replaces a client and replaces its secrets by `secret`; true when created.
     async fn upsert_client(&self, client: &Client, secret: &ClientSecret) -> Result<bool>;
     /// Deletes a client with its secrets and tokens.
@@ -303,7 +312,8 @@ pub trait GatewayStore: Send + Sync + 'static {
     /// One page of control planes (filters: id, name, cluster_type, labels).
     async fn list_control_planes(&self, q: &ListQuery) -> Result<Page<ControlPlane>>;
     /// Replaces a control plane's fields.
-    async fn update_control_plane(&self, cp: &ControlPlane) -> Result<()>;
+    /// (`read`: as [`Store::update_auth_server`].)
+    async fn update_control_plane(&self, cp: &ControlPlane, read: Timestamp) -> Result<()>;
     /// Deletes a control plane and every core entity in it.
     async fn delete_control_plane(&self, id: Uuid) -> Result<()>;
 

@@ -234,6 +234,33 @@ macro_rules! sql_store {
                 }
                 Ok(())
             }
+
+            /// Why a compare-and-swap update (`… AND updated_at = <read>`) changed nothing: the
+            /// row exists with another `updated_at` (`Stale`), or it is gone (`NotFound`).
+            async fn stale_or_missing(&self, table: &str, keys: &[(&str, String)]) -> StoreError {
+                let mut qb: Qb = QueryBuilder::new(format!("SELECT 1 FROM {table} WHERE "));
+                for (i, (column, value)) in keys.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" AND ");
+                    }
+                    qb.push(*column).push(" = ").push_bind(value.clone());
+                }
+                match qb.build_query_scalar::<i32>().fetch_optional(&self.pool).await {
+                    Ok(Some(_)) => StoreError::Stale,
+                    Ok(None) => StoreError::NotFound,
+                    Err(e) => db_err(e),
+                }
+            }
+
+            /// Runs a compare-and-swap update of one row of `table` (see
+            /// [`Self::stale_or_missing`]).
+            async fn exec_cas(&self, mut qb: Qb, table: &str, keys: &[(&str, String)]) -> Result<()> {
+                let done = qb.build().execute(&self.pool).await.map_err(db_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(self.stale_or_missing(table, keys).await);
+                }
+                Ok(())
+            }
         }
 
         fn push_key_insert(qb: &mut Qb, k: &SigningKey) {
@@ -458,6 +485,7 @@ macro_rules! sql_store {
                 &self,
                 s: &AuthServer,
                 new_key: Option<&SigningKey>,
+                read: Timestamp,
             ) -> Result<()> {
                 let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb = QueryBuilder::new("UPDATE auth_servers SET name = ");
@@ -475,10 +503,15 @@ macro_rules! sql_store {
                     .push(", updated_at = ")
                     .push_bind(s.updated_at.0)
                     .push(" WHERE id = ")
-                    .push_bind(s.id.to_string());
+                    .push_bind(s.id.to_string())
+                    .push(" AND updated_at = ")
+                    .push_bind(read.0);
                 let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
                 if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
+                    drop(tx);
+                    return Err(self
+                        .stale_or_missing("auth_servers", &[("id", s.id.to_string())])
+                        .await);
                 }
                 if let Some(k) = new_key {
                     let mut qb: Qb = QueryBuilder::new("UPDATE signing_keys SET retired_at = ");
@@ -585,7 +618,7 @@ macro_rules! sql_store {
                 convert(rows)
             }
 
-            async fn update_scope(&self, s: &Scope) -> Result<()> {
+            async fn update_scope(&self, s: &Scope, read: Timestamp) -> Result<()> {
                 let mut qb: Qb = QueryBuilder::new("UPDATE scopes SET name = ");
                 qb.push_bind(s.name.clone())
                     .push(", description = ")
@@ -601,8 +634,10 @@ macro_rules! sql_store {
                     .push(" WHERE id = ")
                     .push_bind(s.id.to_string())
                     .push(" AND auth_server_id = ")
-                    .push_bind(s.auth_server_id.to_string());
-                self.exec_one(qb).await
+                    .push_bind(s.auth_server_id.to_string())
+                    .push(" AND updated_at = ")
+                    .push_bind(read.0);
+                self.exec_cas(qb, "scopes", &[("id", s.id.to_string())]).await
             }
 
             async fn delete_scope(&self, auth_server: Uuid, id: Uuid) -> Result<()> {
@@ -713,7 +748,7 @@ macro_rules! sql_store {
                 convert(rows)
             }
 
-            async fn update_claim(&self, c: &Claim) -> Result<()> {
+            async fn update_claim(&self, c: &Claim, read: Timestamp) -> Result<()> {
                 let mut qb: Qb = QueryBuilder::new("UPDATE claims SET name = ");
                 qb.push_bind(c.name.clone())
                     .push(", value = ")
@@ -731,8 +766,10 @@ macro_rules! sql_store {
                     .push(" WHERE id = ")
                     .push_bind(c.id.to_string())
                     .push(" AND auth_server_id = ")
-                    .push_bind(c.auth_server_id.to_string());
-                self.exec_one(qb).await
+                    .push_bind(c.auth_server_id.to_string())
+                    .push(" AND updated_at = ")
+                    .push_bind(read.0);
+                self.exec_cas(qb, "claims", &[("id", c.id.to_string())]).await
             }
 
             async fn delete_claim(&self, auth_server: Uuid, id: Uuid) -> Result<()> {
@@ -796,13 +833,28 @@ macro_rules! sql_store {
                 convert(rows)
             }
 
-            async fn update_client(&self, c: &Client, secret: Option<&ClientSecret>) -> Result<()> {
+            async fn update_client(
+                &self,
+                c: &Client,
+                secret: Option<&ClientSecret>,
+                read: Timestamp,
+            ) -> Result<()> {
                 let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
                 let mut qb: Qb = QueryBuilder::new("");
                 push_client_update(&mut qb, c);
+                qb.push(" AND updated_at = ").push_bind(read.0);
                 let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
                 if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
+                    drop(tx);
+                    return Err(self
+                        .stale_or_missing(
+                            "clients",
+                            &[
+                                ("auth_server_id", c.auth_server_id.to_string()),
+                                ("id", c.id.clone()),
+                            ],
+                        )
+                        .await);
                 }
                 if let Some(secret) = secret {
                     let mut qb: Qb =

@@ -217,12 +217,27 @@ async fn auth_servers_crud_conflicts_and_lists() {
         let mut renamed = other.clone();
         renamed.name = "Appointments Dev".into();
         assert!(matches!(
-            s.update_auth_server(&renamed, None).await,
+            s.update_auth_server(&renamed, None, other.updated_at).await,
             Err(StoreError::Conflict)
         ));
         renamed.name = "Billing".into();
+        renamed.updated_at = other.updated_at.plus_seconds(1);
         let k4 = key(other.id);
-        s.update_auth_server(&renamed, Some(&k4)).await.unwrap();
+        s.update_auth_server(&renamed, Some(&k4), other.updated_at)
+            .await
+            .unwrap();
+        // A write based on the old read loses, and writes nothing (no third key either).
+        let mut late = other.clone();
+        late.name = "Late".into();
+        assert!(matches!(
+            s.update_auth_server(&late, Some(&key(other.id)), other.updated_at)
+                .await,
+            Err(StoreError::Stale)
+        ));
+        assert_eq!(
+            s.get_auth_server(other.id).await.unwrap().unwrap().name,
+            "Billing"
+        );
         let keys = s.signing_keys(other.id).await.unwrap();
         assert_eq!(keys.len(), 2);
         assert!(keys.iter().filter(|k| k.retired_at.is_none()).count() == 1);
@@ -512,7 +527,20 @@ async fn control_planes_crud_filters_and_cascade() {
         );
         let mut changed = cp.clone();
         changed.description = "changed".into();
-        s.update_control_plane(&changed).await.unwrap();
+        changed.updated_at = cp.updated_at.plus_seconds(1);
+        s.update_control_plane(&changed, cp.updated_at)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.update_control_plane(&changed, cp.updated_at).await,
+            Err(StoreError::Stale)
+        ));
+        let mut gone = changed.clone();
+        gone.id = Uuid::new_v4();
+        assert!(matches!(
+            s.update_control_plane(&gone, cp.updated_at).await,
+            Err(StoreError::NotFound)
+        ));
         assert_eq!(
             s.get_control_plane(cp.id)
                 .await
