@@ -61,7 +61,7 @@ pub struct ControlPlaneRef {
 /// alike. Revocations are left out: each node forgets expired ones on its own schedule.
 #[derive(Serialize)]
 struct ConfigurationRef<'a> {
-    entities: &'a [CoreEntity],
+    entities: Vec<&'a CoreEntity>,
     auth_servers: Vec<&'a AuthServerRecord>,
 }
 
@@ -273,7 +273,7 @@ impl ConfigCache {
         let version = self.feed.applied();
         let entities = match &self.source {
             Some(s) => s.entities(),
-            None => Arc::new(Vec::new()),
+            None => Arc::new(std::collections::BTreeMap::new()),
         };
         let records = self.identity.records();
         let revoked = self.identity.revoked();
@@ -282,7 +282,7 @@ impl ConfigCache {
         let written = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let configuration = serde_json::to_string(&ConfigurationRef {
-                entities: &entities,
+                entities: entities.values().collect(),
                 auth_servers: records.iter().map(|r| r.as_ref()).collect(),
             })
             .map_err(|e| CacheError::Invalid(e.to_string()))?;
@@ -378,7 +378,7 @@ mod tests {
             body: serde_json::json!({"name": "svc", "host": "example.test"}),
         };
         let configuration = serde_json::to_string(&ConfigurationRef {
-            entities: std::slice::from_ref(&entity),
+            entities: vec![&entity],
             auth_servers: Vec::new(),
         })
         .unwrap();

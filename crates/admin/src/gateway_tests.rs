@@ -25,6 +25,7 @@ struct Env {
     app: Router,
     store: SharedStore,
     gateway: Arc<Gateway>,
+    source: Arc<crate::sync::StoreSource>,
     default_cp: Uuid,
     backend: &'static str,
 }
@@ -95,7 +96,7 @@ async fn env(store: SharedStore) -> Env {
         },
         feed.clone(),
         identity.clone(),
-        following.source,
+        following.source.clone(),
     );
     cache.spawn();
     let state = AdminState {
@@ -119,6 +120,7 @@ async fn env(store: SharedStore) -> Env {
         backend: store.backend(),
         store,
         gateway,
+        source: following.source.unwrap(),
         default_cp,
     }
 }
@@ -972,5 +974,56 @@ async fn the_nodes_list_says_which_node_lags_or_is_gone() {
             .call("GET", "/v2/control-planes/not-a-uuid/nodes", None)
             .await;
         assert_eq!(s, 404);
+    }
+}
+
+#[tokio::test]
+async fn changes_are_applied_one_entity_at_a_time_and_end_where_a_full_read_does() {
+    for store in stores().await {
+        let e = env(store).await;
+        let b = e.backend;
+        // The set the source holds, and what reading the control plane whole gives.
+        let check = |step: &str| {
+            let held: Vec<_> = e.source.entities().values().cloned().collect();
+            let store = e.store.clone();
+            let cp = e.default_cp;
+            let step = step.to_owned();
+            async move {
+                let whole = store.core_entities(cp, None).await.unwrap();
+                assert_eq!(held, whole, "{b}: after {step}");
+            }
+        };
+        check("the start").await;
+        for (method, uri, body) in [
+            (
+                "POST",
+                "/services",
+                json!({"name": "s", "url": "http://127.0.0.1:9/"}),
+            ),
+            (
+                "POST",
+                "/services/s/routes",
+                json!({"name": "r", "paths": ["/r"]}),
+            ),
+            (
+                "POST",
+                "/routes/r/plugins",
+                json!({"name": "request-termination",
+                                                 "config": {"status_code": 418}}),
+            ),
+            ("POST", "/consumers", json!({"username": "u"})),
+            ("PATCH", "/routes/r", json!({"paths": ["/r2"]})),
+        ] {
+            let (s, v) = e.call(method, uri, Some(body)).await;
+            assert!(s == 200 || s == 201, "{b}: {method} {uri}: {s} {v}");
+            check(&format!("{method} {uri}")).await;
+        }
+        assert_eq!(e.source.entities().len(), 4, "{b}");
+        // Deleting the route takes its plugin along: both leave the set.
+        let (s, _) = e.call("DELETE", "/routes/r", None).await;
+        assert_eq!(s, 204);
+        check("DELETE /routes/r").await;
+        assert_eq!(e.source.entities().len(), 2, "{b}");
+        assert_eq!(e.gateway.snapshot().routes.len(), 0, "{b}");
     }
 }

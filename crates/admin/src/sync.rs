@@ -12,18 +12,38 @@ use gatehouse_identity::Identity;
 use gatehouse_proxy::gateway::Gateway;
 use gatehouse_store::SharedStore;
 use gatehouse_store::feed::{Change, ChangeKind, ChangeSink, Feed, SinkError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// The store as the proxy's configuration source: reads the served control plane's entities,
 /// opens the plugins' sealed secrets, and hands them to [`Gateway::apply`].
+///
+/// After the first load it reads only what changed: each change row names one entity
+/// (`<kind>:<id>`), which is read again (or found gone) and replaced in the set it keeps, and
+/// the whole set is handed over. A batch larger than [`INCREMENTAL_MAX`] reads everything.
 pub struct StoreSource {
     store: SharedStore,
     gateway: Arc<Gateway>,
     identity: Arc<Identity>,
-    // The entities last applied, as stored (plugin secrets sealed): what the configuration
-    // cache keeps.
-    applied: parking_lot::Mutex<Arc<Vec<CoreEntity>>>,
+    // The entities last applied, by id (the store's order): held only while a batch is
+    // merged (no await inside). Copy-on-write, so the configuration cache can serialise one
+    // set while the next is applied.
+    applied: parking_lot::Mutex<Applied>,
 }
+
+/// The set last applied.
+#[derive(Clone, Default)]
+struct Applied {
+    /// Every entity as stored (plugin secrets sealed): what the configuration cache keeps.
+    stored: Arc<BTreeMap<Uuid, CoreEntity>>,
+    /// The plugins as they run: secrets opened.
+    opened_plugins: Arc<BTreeMap<Uuid, CoreEntity>>,
+}
+
+/// Past this many changed entities in one batch, reading them one by one costs more than
+/// reading the control plane whole.
+pub const INCREMENTAL_MAX: usize = 256;
 
 impl StoreSource {
     /// A source for `gateway`'s control plane. The identity server holds the master key
@@ -33,7 +53,7 @@ impl StoreSource {
             store,
             gateway,
             identity,
-            applied: parking_lot::Mutex::new(Arc::new(Vec::new())),
+            applied: parking_lot::Mutex::new(Applied::default()),
         }
     }
 
@@ -46,32 +66,85 @@ impl StoreSource {
 
     /// Applies `entities`, the control plane's whole configuration as stored.
     pub fn install(&self, stored: Vec<CoreEntity>) -> Result<(), SinkError> {
-        let mut entities = stored.clone();
-        for e in &mut entities {
-            if e.kind == EntityKind::Plugin
-                && let Some(name) = e
-                    .body
-                    .get("name")
-                    .and_then(|n| n.as_str())
-                    .map(str::to_owned)
-                && let Some(config) = e.body.get_mut("config")
-            {
-                crate::plugin_secrets::open_config(
-                    self.gateway.registry(),
-                    self.identity.master_key(),
-                    &name,
-                    config,
-                );
+        let mut next = Applied::default();
+        let (all, plugins) = (
+            Arc::make_mut(&mut next.stored),
+            Arc::make_mut(&mut next.opened_plugins),
+        );
+        for e in stored {
+            if e.kind == EntityKind::Plugin {
+                plugins.insert(e.id, self.opened(&e));
+            }
+            all.insert(e.id, e);
+        }
+        self.apply_set(next)
+    }
+
+    /// Re-reads the entities `targets` names and applies the set with them replaced (or
+    /// removed, when gone).
+    async fn update(&self, targets: BTreeSet<(EntityKind, Uuid)>) -> Result<(), SinkError> {
+        let cp = self.gateway.control_plane_id();
+        let mut fresh = Vec::with_capacity(targets.len());
+        for (kind, id) in targets {
+            fresh.push((id, self.store.get_core_entity(cp, kind, id).await?));
+        }
+        let mut next = self.applied.lock().clone();
+        {
+            let all = Arc::make_mut(&mut next.stored);
+            let plugins = Arc::make_mut(&mut next.opened_plugins);
+            for (id, entity) in fresh {
+                plugins.remove(&id);
+                match entity {
+                    Some(e) => {
+                        if e.kind == EntityKind::Plugin {
+                            plugins.insert(id, self.opened(&e));
+                        }
+                        all.insert(id, e);
+                    }
+                    None => {
+                        all.remove(&id);
+                    }
+                }
             }
         }
-        self.gateway.apply(&entities)?;
-        *self.applied.lock() = Arc::new(stored);
+        self.apply_set(next)
+    }
+
+    /// A plugin as it runs: its sealed secrets opened.
+    fn opened(&self, stored: &CoreEntity) -> CoreEntity {
+        let mut e = stored.clone();
+        if let Some(name) = e
+            .body
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+            && let Some(config) = e.body.get_mut("config")
+        {
+            crate::plugin_secrets::open_config(
+                self.gateway.registry(),
+                self.identity.master_key(),
+                &name,
+                config,
+            );
+        }
+        e
+    }
+
+    fn apply_set(&self, next: Applied) -> Result<(), SinkError> {
+        self.gateway.apply(next.stored.values().map(|e| {
+            if e.kind == EntityKind::Plugin {
+                next.opened_plugins.get(&e.id).unwrap_or(e)
+            } else {
+                e
+            }
+        }))?;
+        *self.applied.lock() = next;
         Ok(())
     }
 
-    /// The entities applied last, as stored.
-    pub fn entities(&self) -> Arc<Vec<CoreEntity>> {
-        self.applied.lock().clone()
+    /// The entities applied last, as stored, ordered by id.
+    pub fn entities(&self) -> Arc<BTreeMap<Uuid, CoreEntity>> {
+        self.applied.lock().stored.clone()
     }
 }
 
@@ -79,13 +152,28 @@ impl StoreSource {
 impl ChangeSink for StoreSource {
     async fn apply(&self, changes: &[Change]) -> Result<(), SinkError> {
         let cp = self.gateway.control_plane_id();
-        if changes
+        let mut targets = BTreeSet::new();
+        for c in changes
             .iter()
-            .any(|c| c.kind == ChangeKind::CoreEntity && c.scope == cp)
+            .filter(|c| c.kind == ChangeKind::CoreEntity && c.scope == cp)
         {
-            self.load().await?;
+            let target = c
+                .entity_id
+                .split_once(':')
+                .and_then(|(kind, id)| Some((EntityKind::parse(kind)?, Uuid::parse_str(id).ok()?)));
+            match target {
+                Some(t) => {
+                    targets.insert(t);
+                }
+                // Not a name this build writes: read everything rather than guess.
+                None => return self.load().await,
+            }
         }
-        Ok(())
+        match targets.len() {
+            0 => Ok(()),
+            n if n > INCREMENTAL_MAX => self.load().await,
+            _ => self.update(targets).await,
+        }
     }
 
     async fn resync(&self) -> Result<(), SinkError> {

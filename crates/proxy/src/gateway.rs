@@ -63,7 +63,10 @@ impl Gateway {
     /// configurations as the plugins run them: secrets opened), and swaps it in. Requests
     /// already running finish on the snapshot they started with; plugin instances whose
     /// configuration did not change carry over with their state. On error nothing changes.
-    pub fn apply(&self, entities: &[CoreEntity]) -> Result<(), SnapshotError> {
+    pub fn apply<'a>(
+        &self,
+        entities: impl IntoIterator<Item = &'a CoreEntity>,
+    ) -> Result<(), SnapshotError> {
         let mut cache = self.rebuild.lock();
         let started = std::time::Instant::now();
         let next = snapshot::build(

@@ -143,9 +143,9 @@ fn parse<T: serde::de::DeserializeOwned>(e: &CoreEntity) -> Result<T, SnapshotEr
 
 /// Builds a snapshot from a control plane's entities. `cache` holds the previous snapshot's
 /// plugin instances and is updated to this one's.
-pub fn build(
+pub fn build<'a>(
     control_plane_id: Uuid,
-    entities: &[CoreEntity],
+    entities: impl IntoIterator<Item = &'a CoreEntity>,
     registry: &Registry,
     cache: &mut InstanceCache,
     upstreams: &crate::upstream::UpstreamPools,
