@@ -26,8 +26,8 @@ pub struct StoreSource {
     store: SharedStore,
     gateway: Arc<Gateway>,
     identity: Arc<Identity>,
-    // The entities last applied, by id (the store's order): held only while a batch is
-    // merged (no await inside). Copy-on-write, so the configuration cache can serialise one
+    // The entities last applied, by id (the store's order): held while a batch is merged and
+    // applied (no await inside). Copy-on-write, so the configuration cache can serialise one
     // set while the next is applied.
     applied: parking_lot::Mutex<Applied>,
 }
@@ -77,7 +77,9 @@ impl StoreSource {
             }
             all.insert(e.id, e);
         }
-        self.apply_set(next)
+        let mut applied = self.applied.lock();
+        *applied = next;
+        self.apply_set(&applied)
     }
 
     /// Re-reads the entities `targets` names and applies the set with them replaced (or
@@ -88,26 +90,29 @@ impl StoreSource {
         for (kind, id) in targets {
             fresh.push((id, self.store.get_core_entity(cp, kind, id).await?));
         }
-        let mut next = self.applied.lock().clone();
-        {
-            let all = Arc::make_mut(&mut next.stored);
-            let plugins = Arc::make_mut(&mut next.opened_plugins);
-            for (id, entity) in fresh {
-                plugins.remove(&id);
-                match entity {
-                    Some(e) => {
-                        if e.kind == EntityKind::Plugin {
-                            plugins.insert(id, self.opened(&e));
-                        }
-                        all.insert(id, e);
+        // Merged in place under the lock, so that the copy-on-write copies nothing (unless the
+        // configuration cache is serialising this very set) and nobody sees a half-merged
+        // set. The set follows the database even if the snapshot then fails to build: the
+        // feed retries the batch, and re-reading an entity is harmless.
+        let mut guard = self.applied.lock();
+        let applied = &mut *guard;
+        let all = Arc::make_mut(&mut applied.stored);
+        let plugins = Arc::make_mut(&mut applied.opened_plugins);
+        for (id, entity) in fresh {
+            plugins.remove(&id);
+            match entity {
+                Some(e) => {
+                    if e.kind == EntityKind::Plugin {
+                        plugins.insert(id, self.opened(&e));
                     }
-                    None => {
-                        all.remove(&id);
-                    }
+                    all.insert(id, e);
+                }
+                None => {
+                    all.remove(&id);
                 }
             }
         }
-        self.apply_set(next)
+        self.apply_set(applied)
     }
 
     /// A plugin as it runs: its sealed secrets opened.
@@ -130,15 +135,15 @@ impl StoreSource {
         e
     }
 
-    fn apply_set(&self, next: Applied) -> Result<(), SinkError> {
-        self.gateway.apply(next.stored.values().map(|e| {
+    /// Hands `set` to the gateway (called with the set's lock held: no await).
+    fn apply_set(&self, set: &Applied) -> Result<(), SinkError> {
+        self.gateway.apply(set.stored.values().map(|e| {
             if e.kind == EntityKind::Plugin {
-                next.opened_plugins.get(&e.id).unwrap_or(e)
+                set.opened_plugins.get(&e.id).unwrap_or(e)
             } else {
                 e
             }
         }))?;
-        *self.applied.lock() = next;
         Ok(())
     }
 
