@@ -831,3 +831,160 @@ async fn concurrent_writes_to_one_entity_end_with_one_winner_never_a_lost_update
     }
     c.stop().await;
 }
+
+/// A client_credentials grant at `issuer` asking for `scope`: the status and body.
+async fn grant_scope(
+    http: &reqwest::Client,
+    issuer: &str,
+    client: &(String, String),
+    scope: &str,
+) -> (u16, Value) {
+    let r = http
+        .post(format!("{issuer}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client.0.as_str()),
+            ("client_secret", client.1.as_str()),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A JWT's header and payload.
+fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.').map(|p| {
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p).unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()
+    });
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// Polls `probe` until it returns `Some`; panics with `what` after [`DEADLINE`].
+async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_identity_entity_kind_written_through_one_node_is_served_by_the_others() {
+    let c = Cluster::start(3).await;
+    let (server, creds) =
+        common::auth_server_with_client(&c.http, &c.nodes[0].admin, "kinds").await;
+    let base = format!("/v1/auth-servers/{}", server["id"].as_str().unwrap());
+    let (at_1, at_2) = (c.issuer_at(1, &server), c.issuer_at(2, &server));
+    until("node 2 knows the auth server and the client", || async {
+        (grant(&c.http, &at_2, &creds).await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A scope made through node 0: node 2 refuses it before, grants it after.
+    let (s, v) = grant_scope(&c.http, &at_2, &creds, "reports:read").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (400, json!("invalid_scope")),
+        "{v}"
+    );
+    let (s, v) = c
+        .admin(
+            0,
+            Method::POST,
+            &format!("{base}/scopes"),
+            Some(json!({"name": "reports:read"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    until("node 2 grants the new scope", || async {
+        let (s, v) = grant_scope(&c.http, &at_2, &creds, "reports:read").await;
+        (s == 200 && v["scope"] == "reports:read").then_some(())
+    })
+    .await;
+
+    // A claim made through node 1 is in the tokens node 2 signs.
+    let (s, v) = c
+        .admin(
+            1,
+            Method::POST,
+            &format!("{base}/claims"),
+            Some(
+                json!({"name": "team", "value": "platform", "include_in_token": true,
+                        "include_in_all_scopes": true}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    until("node 2's tokens carry the new claim", || async {
+        let (s, v) = grant(&c.http, &at_2, &creds).await;
+        (s == 200 && jwt_parts(v["access_token"].as_str()?).1["team"] == "platform").then_some(())
+    })
+    .await;
+
+    // A second secret added through node 0 authenticates at node 1.
+    let (s, v) = c
+        .admin(
+            0,
+            Method::POST,
+            &format!("{base}/clients/{}/secrets", creds.0),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let second = (creds.0.clone(), v["secret"].as_str().unwrap().to_owned());
+    assert_ne!(second.1, creds.1);
+    until("node 1 accepts the new secret", || async {
+        (grant(&c.http, &at_1, &second).await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A new signing algorithm set through node 2: node 1 signs with the new key, and node 0
+    // publishes it.
+    let (s, v) = c
+        .admin(
+            2,
+            Method::PATCH,
+            &base,
+            Some(json!({"signing_algorithm": "ES256"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let kid = until("node 1 signs with the new key", || async {
+        let (s, v) = grant(&c.http, &at_1, &creds).await;
+        let (header, _) = jwt_parts(v["access_token"].as_str()?);
+        (s == 200 && header["alg"] == "ES256").then(|| header["kid"].clone())
+    })
+    .await;
+    let jwks: Value = c
+        .http
+        .get(format!("{}/.well-known/jwks", c.issuer_at(0, &server)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid),
+        "{jwks}"
+    );
+    c.stop().await;
+}
