@@ -432,13 +432,27 @@ pub async fn grant(
     issuer: &str,
     client: &(String, String),
 ) -> (u16, Value) {
+    grant_scope(http, issuer, client, None).await
+}
+
+/// [`grant`], asking for `scope` when given.
+pub async fn grant_scope(
+    http: &reqwest::Client,
+    issuer: &str,
+    client: &(String, String),
+    scope: Option<&str>,
+) -> (u16, Value) {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client.0.as_str()),
+        ("client_secret", client.1.as_str()),
+    ];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
     let r = http
         .post(format!("{issuer}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client.0.as_str()),
-            ("client_secret", client.1.as_str()),
-        ])
+        .form(&form)
         .send()
         .await
         .unwrap();
