@@ -282,7 +282,7 @@ impl ConfigCache {
         let written = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let configuration = serde_json::to_string(&ConfigurationRef {
-                entities: entities.values().collect(),
+                entities: entities.values().map(|e| &**e).collect(),
                 auth_servers: records.iter().map(|r| r.as_ref()).collect(),
             })
             .map_err(|e| CacheError::Invalid(e.to_string()))?;

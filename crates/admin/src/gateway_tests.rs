@@ -77,7 +77,7 @@ async fn env(store: SharedStore) -> Env {
         .await
         .unwrap();
     let registry = Arc::new(gatehouse_plugins::registry());
-    let gateway = Gateway::new(registry.clone(), default_cp).unwrap();
+    let gateway = Gateway::new(registry.clone(), default_cp);
     let following = crate::sync::follow(
         store.clone(),
         identity.clone(),
@@ -984,7 +984,12 @@ async fn changes_are_applied_one_entity_at_a_time_and_end_where_a_full_read_does
         let b = e.backend;
         // The set the source holds, and what reading the control plane whole gives.
         let check = |step: &str| {
-            let held: Vec<_> = e.source.entities().values().cloned().collect();
+            let held: Vec<_> = e
+                .source
+                .entities()
+                .values()
+                .map(|e| (**e).clone())
+                .collect();
             let store = e.store.clone();
             let cp = e.default_cp;
             let step = step.to_owned();

@@ -21,7 +21,9 @@ use uuid::Uuid;
 ///
 /// After the first load it reads only what changed: each change row names one entity
 /// (`<kind>:<id>`), which is read again (or found gone) and replaced in the set it keeps, and
-/// the whole set is handed over. A batch larger than [`INCREMENTAL_MAX`] reads everything.
+/// the whole set is handed over. Unchanged entities are handed over as the same `Arc`s, so
+/// the gateway compiles only what changed. A batch larger than [`INCREMENTAL_MAX`] reads
+/// everything.
 pub struct StoreSource {
     store: SharedStore,
     gateway: Arc<Gateway>,
@@ -36,9 +38,9 @@ pub struct StoreSource {
 #[derive(Clone, Default)]
 struct Applied {
     /// Every entity as stored (plugin secrets sealed): what the configuration cache keeps.
-    stored: Arc<BTreeMap<Uuid, CoreEntity>>,
+    stored: Arc<BTreeMap<Uuid, Arc<CoreEntity>>>,
     /// The plugins as they run: secrets opened.
-    opened_plugins: Arc<BTreeMap<Uuid, CoreEntity>>,
+    opened_plugins: Arc<BTreeMap<Uuid, Arc<CoreEntity>>>,
 }
 
 /// Past this many changed entities in one batch, reading them one by one costs more than
@@ -73,9 +75,9 @@ impl StoreSource {
         );
         for e in stored {
             if e.kind == EntityKind::Plugin {
-                plugins.insert(e.id, self.opened(&e));
+                plugins.insert(e.id, Arc::new(self.opened(&e)));
             }
-            all.insert(e.id, e);
+            all.insert(e.id, Arc::new(e));
         }
         let mut applied = self.applied.lock();
         *applied = next;
@@ -103,9 +105,9 @@ impl StoreSource {
             match entity {
                 Some(e) => {
                     if e.kind == EntityKind::Plugin {
-                        plugins.insert(id, self.opened(&e));
+                        plugins.insert(id, Arc::new(self.opened(&e)));
                     }
-                    all.insert(id, e);
+                    all.insert(id, Arc::new(e));
                 }
                 None => {
                     all.remove(&id);
@@ -148,7 +150,7 @@ impl StoreSource {
     }
 
     /// The entities applied last, as stored, ordered by id.
-    pub fn entities(&self) -> Arc<BTreeMap<Uuid, CoreEntity>> {
+    pub fn entities(&self) -> Arc<BTreeMap<Uuid, Arc<CoreEntity>>> {
         self.applied.lock().stored.clone()
     }
 }

@@ -612,8 +612,7 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     }
     let local = local_identity::LocalIdentity::new(identity.clone(), &issuer_bases);
     let registry = Arc::new(gatehouse_plugins::registry_with(Some(Arc::new(local))));
-    let gateway = Gateway::new(registry.clone(), served_cp)
-        .map_err(|e| anyhow::anyhow!("cannot start the proxy: {e}"))?;
+    let gateway = Gateway::new(registry.clone(), served_cp);
     let following = match cached {
         Some(cached) => gatehouse_admin::sync::restore(
             store.clone(),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use gatehouse_core::gateway::{Consumer, CoreEntity, Plugin as PluginEntity, Route, Service};
 use gatehouse_proxy::context::{RequestCtx, RequestId};
 use gatehouse_proxy::plugin::Flow;
-use gatehouse_proxy::snapshot::{self, InstanceCache, Snapshot};
+use gatehouse_proxy::snapshot::{self, BuildCache, Consumers, Snapshot};
 use gatehouse_proxy::{ProxyBody, ProxyRequest, empty_body, full_body};
 use http::Response;
 use http_body_util::BodyExt;
@@ -69,18 +69,14 @@ pub fn consumer(username: Option<&str>, custom_id: Option<&str>) -> Consumer {
 
 /// A snapshot holding only `consumers`.
 pub fn snapshot(consumers: &[Consumer]) -> Arc<Snapshot> {
-    let mut s = Snapshot::empty(Uuid::nil()).unwrap();
+    let mut index = Consumers::default();
     for c in consumers {
-        let c = Arc::new(c.clone());
-        if let Some(u) = &c.username {
-            s.consumers.by_username.insert(u.clone(), c.clone());
-        }
-        if let Some(u) = &c.custom_id {
-            s.consumers.by_custom_id.insert(u.clone(), c.clone());
-        }
-        s.consumers.by_id.insert(c.id, c);
+        index.insert(Arc::new(c.clone()));
     }
-    Arc::new(s)
+    Arc::new(Snapshot {
+        consumers: Arc::new(index),
+        ..Snapshot::empty(Uuid::nil())
+    })
 }
 
 /// The response of a [`Flow::Respond`]; panics on [`Flow::Continue`].
@@ -121,7 +117,7 @@ pub struct Entities {
     /// The control plane.
     pub cp: Uuid,
     /// Everything added so far.
-    pub list: Vec<CoreEntity>,
+    pub list: Vec<Arc<CoreEntity>>,
 }
 
 impl Entities {
@@ -129,7 +125,7 @@ impl Entities {
     pub fn service(&mut self, body: Value) -> Uuid {
         let id = Uuid::new_v4();
         let s = Service::from_input(id, body, 0, 0).unwrap();
-        self.list.push(s.to_entity(self.cp));
+        self.list.push(Arc::new(s.to_entity(self.cp)));
         id
     }
 
@@ -137,7 +133,7 @@ impl Entities {
     pub fn route(&mut self, body: Value) -> Uuid {
         let id = Uuid::new_v4();
         let r = Route::from_input(id, body, 0, 0).unwrap();
-        self.list.push(r.to_entity(self.cp));
+        self.list.push(Arc::new(r.to_entity(self.cp)));
         id
     }
 
@@ -145,19 +141,19 @@ impl Entities {
     pub fn consumer(&mut self, c: &Consumer) {
         let body = serde_json::json!({"username": c.username, "custom_id": c.custom_id});
         let c = Consumer::from_input(c.id, body, 0, 0).unwrap();
-        self.list.push(c.to_entity(self.cp));
+        self.list.push(Arc::new(c.to_entity(self.cp)));
     }
 
     /// Adds a plugin validated by this crate's registry; returns its id.
     pub fn plugin(&mut self, body: Value) -> Uuid {
         let id = Uuid::new_v4();
         let p = PluginEntity::from_input(id, body, 0, 0, &crate::registry()).unwrap();
-        self.list.push(p.to_entity(self.cp));
+        self.list.push(Arc::new(p.to_entity(self.cp)));
         id
     }
 
     /// The snapshot of these entities.
-    pub fn build(&self, cache: &mut InstanceCache) -> Arc<Snapshot> {
+    pub fn build(&self, cache: &mut BuildCache) -> Arc<Snapshot> {
         let upstreams = gatehouse_proxy::upstream::UpstreamPools::default();
         Arc::new(
             snapshot::build(self.cp, &self.list, &crate::registry(), cache, &upstreams).unwrap(),

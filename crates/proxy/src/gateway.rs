@@ -4,7 +4,7 @@
 //! (the change feed, or a declarative file) feeds it.
 
 use crate::plugin::Registry;
-use crate::snapshot::{self, InstanceCache, Snapshot, SnapshotError};
+use crate::snapshot::{self, BuildCache, Snapshot, SnapshotError};
 use crate::upstream::UpstreamPools;
 use arc_swap::ArcSwap;
 use gatehouse_core::gateway::CoreEntity;
@@ -17,26 +17,24 @@ pub struct Gateway {
     registry: Arc<Registry>,
     control_plane_id: Uuid,
     snapshot: ArcSwap<Snapshot>,
-    // Serialises rebuilds and carries plugin instances from one snapshot to the next. Held
-    // only while a snapshot is built (no await inside).
-    rebuild: Mutex<InstanceCache>,
+    // Serialises rebuilds and carries what did not change (parsed entities, compiled routes,
+    // plugin instances) from one snapshot to the next. Held only while a snapshot is built
+    // (no await inside).
+    rebuild: Mutex<BuildCache>,
     upstreams: UpstreamPools,
 }
 
 impl Gateway {
     /// A gateway for `control_plane_id` with nothing configured yet (every request 404s
     /// until the first [`Gateway::apply`]).
-    pub fn new(
-        registry: Arc<Registry>,
-        control_plane_id: Uuid,
-    ) -> Result<Arc<Self>, SnapshotError> {
-        Ok(Arc::new(Self {
+    pub fn new(registry: Arc<Registry>, control_plane_id: Uuid) -> Arc<Self> {
+        Arc::new(Self {
             registry,
             control_plane_id,
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(control_plane_id)?),
-            rebuild: Mutex::new(InstanceCache::new()),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(control_plane_id)),
+            rebuild: Mutex::new(BuildCache::new()),
             upstreams: UpstreamPools::default(),
-        }))
+        })
     }
 
     /// The configuration new requests run on.
@@ -63,9 +61,13 @@ impl Gateway {
     /// configurations as the plugins run them: secrets opened), and swaps it in. Requests
     /// already running finish on the snapshot they started with; plugin instances whose
     /// configuration did not change carry over with their state. On error nothing changes.
+    ///
+    /// Only what changed since the last call costs anything: an entity handed over as the
+    /// same `Arc` as last time is neither parsed nor compiled again, and a route's runtime is
+    /// rebuilt only when it, its service or a plugin that may apply to it changed.
     pub fn apply<'a>(
         &self,
-        entities: impl IntoIterator<Item = &'a CoreEntity>,
+        entities: impl IntoIterator<Item = &'a Arc<CoreEntity>>,
     ) -> Result<(), SnapshotError> {
         let mut cache = self.rebuild.lock();
         let started = std::time::Instant::now();

@@ -9,17 +9,17 @@ use crate::plugin::{Plugin, PluginFactory, Registry};
 use gatehouse_core::gateway::{
     Consumer, CoreEntity, EntityKind, Plugin as PluginEntity, Route, Service,
 };
-use gatehouse_router::{PathHandling, RouteSpec, Router};
+use gatehouse_router::{CompiledRoute, PathHandling, RouteSpec, Router};
 use http::HeaderValue;
-use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use uuid::Uuid;
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    /// A stored entity does not parse (database edited by hand?).
+    /// A stored entity does not parse (database edited by hand?), or its route cannot be
+    /// compiled.
     #[error("stored {kind} {id} is invalid: {reason}")]
     Entity {
         /// Its kind.
@@ -29,9 +29,6 @@ pub enum SnapshotError {
         /// What is wrong.
         reason: String,
     },
-    /// The router refused the routes.
-    #[error("router: {0}")]
-    Router(#[from] gatehouse_router::RouterError),
 }
 
 /// A service, ready for the proxy.
@@ -80,8 +77,9 @@ impl PluginSlot {
 
 /// A route, ready for the proxy.
 pub struct RouteRuntime {
-    /// The entity.
-    pub route: Route,
+    /// The entity (shared with the next snapshot's runtime when only its chain or service
+    /// changes).
+    pub route: Arc<Route>,
     /// Its service (None: the route has none; plugins may still answer).
     pub service: Option<Arc<ServiceRuntime>>,
     /// Upstream path construction version.
@@ -103,6 +101,19 @@ pub struct Consumers {
     pub by_custom_id: HashMap<String, Arc<Consumer>>,
 }
 
+impl Consumers {
+    /// Files `c` under each of its keys.
+    pub fn insert(&mut self, c: Arc<Consumer>) {
+        if let Some(u) = &c.username {
+            self.by_username.insert(u.clone(), c.clone());
+        }
+        if let Some(u) = &c.custom_id {
+            self.by_custom_id.insert(u.clone(), c.clone());
+        }
+        self.by_id.insert(c.id, c);
+    }
+}
+
 /// A control plane's configuration, compiled.
 pub struct Snapshot {
     /// The control plane.
@@ -112,26 +123,110 @@ pub struct Snapshot {
     /// Routes in the router, by router id.
     pub routes: Vec<Arc<RouteRuntime>>,
     /// Consumers.
-    pub consumers: Consumers,
+    pub consumers: Arc<Consumers>,
     /// When it was built.
     pub built_at: std::time::Instant,
 }
 
 impl Snapshot {
     /// An empty configuration (every request gets 404).
-    pub fn empty(control_plane_id: Uuid) -> Result<Self, SnapshotError> {
-        Ok(Self {
+    pub fn empty(control_plane_id: Uuid) -> Self {
+        Self {
             control_plane_id,
-            router: Router::build(&[])?,
+            router: Router::assemble([]),
             routes: Vec::new(),
-            consumers: Consumers::default(),
+            consumers: Arc::default(),
             built_at: std::time::Instant::now(),
-        })
+        }
     }
 }
 
-/// Plugin instances kept from one snapshot to the next while their configuration is unchanged.
-pub type InstanceCache = HashMap<Uuid, (Value, Arc<PluginInstance>)>;
+/// What the last snapshot was built from, kept to build the next one: every entity's parsed
+/// and compiled form, and every route's runtime. A part is reused while its entity is the
+/// very allocation it was made from (`Arc::ptr_eq`), so a source that hands over the same
+/// `Arc` for an unchanged entity pays only for what changed. Plugin instances also carry
+/// over, with their state, when a changed plugin entity kept its configuration.
+#[derive(Default)]
+pub struct BuildCache {
+    services: IdMap<Kept<Arc<ServiceRuntime>>>,
+    routes: IdMap<KeptRoute>,
+    consumers: IdMap<Kept<Arc<Consumer>>>,
+    consumer_index: Arc<Consumers>,
+    plugins: IdMap<Kept<Option<Arc<ActivePlugin>>>>,
+}
+
+/// Maps by entity id, rebuilt on every change: SipHash was an eighth of applying one change
+/// at 10,000 routes. The keys come from the configuration, not from clients.
+type IdMap<V> = HashMap<Uuid, V, foldhash::fast::RandomState>;
+
+fn sized<V>(n: usize) -> IdMap<V> {
+    IdMap::with_capacity_and_hasher(n, Default::default())
+}
+
+impl BuildCache {
+    /// An empty cache: the next build parses everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// A part built from `entity`.
+struct Kept<T> {
+    entity: Arc<CoreEntity>,
+    value: T,
+}
+
+impl<T: Clone> Kept<T> {
+    /// The part, when `entity` is the one it was built from.
+    fn reuse(this: Option<&Self>, entity: &Arc<CoreEntity>) -> Option<T> {
+        this.filter(|k| Arc::ptr_eq(&k.entity, entity))
+            .map(|k| k.value.clone())
+    }
+}
+
+/// A route's parts.
+struct KeptRoute {
+    entity: Arc<CoreEntity>,
+    runtime: Arc<RouteRuntime>,
+    /// Compiled when the route first enters the router.
+    compiled: Option<Arc<CompiledRoute>>,
+}
+
+/// An enabled plugin this build knows, with its instance.
+struct ActivePlugin {
+    entity: PluginEntity,
+    factory: Arc<dyn PluginFactory>,
+    instance: Arc<PluginInstance>,
+}
+
+/// The routes whose plugin chains a build must resolve again.
+#[derive(Default)]
+struct Invalidated {
+    all: bool,
+    routes: HashSet<Uuid, foldhash::fast::RandomState>,
+    services: HashSet<Uuid, foldhash::fast::RandomState>,
+}
+
+impl Invalidated {
+    /// Every route `p` may apply to.
+    fn add(&mut self, p: &PluginEntity) {
+        match (p.route, p.service) {
+            (Some(r), _) => {
+                self.routes.insert(r.id);
+            }
+            (None, Some(s)) => {
+                self.services.insert(s.id);
+            }
+            (None, None) => self.all = true,
+        }
+    }
+
+    fn covers(&self, route: &Route) -> bool {
+        self.all
+            || self.routes.contains(&route.id)
+            || route.service.is_some_and(|s| self.services.contains(&s.id))
+    }
+}
 
 fn parse<T: serde::de::DeserializeOwned>(e: &CoreEntity) -> Result<T, SnapshotError> {
     // Read in place: cloning every body cost a third of a rebuild at 10,000 routes.
@@ -142,124 +237,259 @@ fn parse<T: serde::de::DeserializeOwned>(e: &CoreEntity) -> Result<T, SnapshotEr
     })
 }
 
-/// Builds a snapshot from a control plane's entities. `cache` holds the previous snapshot's
-/// plugin instances and is updated to this one's.
+/// Builds a snapshot from a control plane's entities, in the order given (it breaks ties
+/// between routes of equal priority and age). `cache` holds what the previous build made;
+/// on success it holds this one's, on error it is left as it was.
 pub fn build<'a>(
     control_plane_id: Uuid,
-    entities: impl IntoIterator<Item = &'a CoreEntity>,
+    entities: impl IntoIterator<Item = &'a Arc<CoreEntity>>,
     registry: &Registry,
-    cache: &mut InstanceCache,
+    cache: &mut BuildCache,
     upstreams: &crate::upstream::UpstreamPools,
 ) -> Result<Snapshot, SnapshotError> {
-    let mut services = HashMap::new();
-    let mut routes = Vec::new();
-    let mut consumers = Consumers::default();
-    let mut plugins = Vec::new();
+    let mut next = BuildCache {
+        services: sized(cache.services.len()),
+        routes: sized(cache.routes.len()),
+        consumers: sized(cache.consumers.len()),
+        consumer_index: Arc::default(),
+        plugins: sized(cache.plugins.len()),
+    };
+    let mut route_entities = Vec::new();
+    let mut consumers_changed = false;
+    let mut plugin_order = Vec::new();
+    let mut invalidated = Invalidated::default();
     for e in entities {
         match e.kind {
             EntityKind::Service => {
-                let s: Service = parse(e)?;
-                let pool = upstreams.get(&s.host, s.port, s.connect_timeout);
-                services.insert(s.id, Arc::new(service_runtime(s, e.id, pool)?));
+                let runtime = match Kept::reuse(cache.services.get(&e.id), e) {
+                    Some(r) => r,
+                    None => {
+                        let s: Service = parse(e)?;
+                        let pool = upstreams.get(&s.host, s.port, s.connect_timeout);
+                        Arc::new(service_runtime(s, e.id, pool)?)
+                    }
+                };
+                next.services.insert(
+                    e.id,
+                    Kept {
+                        entity: e.clone(),
+                        value: runtime,
+                    },
+                );
             }
-            EntityKind::Route => routes.push(parse::<Route>(e)?),
+            EntityKind::Route => route_entities.push(e),
             EntityKind::Consumer => {
-                let c = Arc::new(parse::<Consumer>(e)?);
-                if let Some(u) = &c.username {
-                    consumers.by_username.insert(u.clone(), c.clone());
-                }
-                if let Some(u) = &c.custom_id {
-                    consumers.by_custom_id.insert(u.clone(), c.clone());
-                }
-                consumers.by_id.insert(c.id, c);
+                let consumer = match Kept::reuse(cache.consumers.get(&e.id), e) {
+                    Some(c) => c,
+                    None => {
+                        consumers_changed = true;
+                        Arc::new(parse::<Consumer>(e)?)
+                    }
+                };
+                next.consumers.insert(
+                    e.id,
+                    Kept {
+                        entity: e.clone(),
+                        value: consumer,
+                    },
+                );
             }
-            EntityKind::Plugin => plugins.push(parse::<PluginEntity>(e)?),
+            EntityKind::Plugin => {
+                let kept = cache.plugins.get(&e.id);
+                let active = match Kept::reuse(kept, e) {
+                    Some(a) => a,
+                    None => {
+                        let previous = kept.and_then(|k| k.value.as_deref());
+                        let active = activate(parse::<PluginEntity>(e)?, previous, registry)?;
+                        for p in previous.into_iter().chain(active.as_deref()) {
+                            invalidated.add(&p.entity);
+                        }
+                        active
+                    }
+                };
+                plugin_order.push(e.id);
+                next.plugins.insert(
+                    e.id,
+                    Kept {
+                        entity: e.clone(),
+                        value: active,
+                    },
+                );
+            }
         }
     }
-
-    let mut next_cache = InstanceCache::new();
-    let mut instances: Vec<(PluginEntity, Arc<dyn PluginFactory>, Arc<PluginInstance>)> =
-        Vec::new();
-    for p in plugins {
-        if !p.enabled || !p.protocols.iter().any(|x| x == "http" || x == "https") {
-            continue;
+    // Plugins gone since the last build.
+    for (id, kept) in &cache.plugins {
+        if !next.plugins.contains_key(id)
+            && let Some(p) = &kept.value
+        {
+            invalidated.add(&p.entity);
         }
-        let Some(factory) = registry.get(&p.name).cloned() else {
-            // A plugin this build does not know (written by a newer node): skip it loudly
-            // rather than refusing the whole configuration.
-            tracing::error!(plugin = %p.name, id = %p.id, "unknown plugin in configuration; skipped");
-            continue;
+    }
+    let active = PluginIndex::new(
+        plugin_order
+            .iter()
+            .filter_map(|id| next.plugins.get(id).and_then(|k| k.value.as_deref())),
+    );
+
+    next.consumer_index = if consumers_changed || next.consumers.len() != cache.consumers.len() {
+        let mut index = Consumers::default();
+        for kept in next.consumers.values() {
+            index.insert(kept.value.clone());
+        }
+        Arc::new(index)
+    } else {
+        cache.consumer_index.clone()
+    };
+
+    let mut compiled = Vec::with_capacity(route_entities.len());
+    let mut runtimes = Vec::with_capacity(route_entities.len());
+    for e in route_entities {
+        let kept = cache
+            .routes
+            .get(&e.id)
+            .filter(|k| Arc::ptr_eq(&k.entity, e));
+        let route = match kept {
+            Some(k) => k.runtime.route.clone(),
+            None => Arc::new(parse::<Route>(e)?),
         };
-        let instance = match cache.get(&p.id) {
-            Some((config, inst)) if *config == p.config => inst.clone(),
-            _ => match factory.build(&p.config) {
-                Ok(plugin) => Arc::new(PluginInstance {
-                    id: p.id,
-                    name: factory.name(),
-                    plugin,
-                }),
-                Err(e) => {
-                    return Err(SnapshotError::Entity {
-                        kind: "plugins",
-                        id: p.id,
-                        reason: e.0,
-                    });
+        let service = route
+            .service
+            .and_then(|s| next.services.get(&s.id))
+            .map(|k| k.value.clone());
+        let runtime = match kept {
+            Some(k)
+                if !invalidated.covers(&k.runtime.route)
+                    && ptr_eq_opt(&k.runtime.service, &service) =>
+            {
+                k.runtime.clone()
+            }
+            _ => {
+                let chain = resolve_chain(&route, service.as_deref(), &active);
+                Arc::new(RouteRuntime {
+                    path_handling: if route.path_handling == "v1" {
+                        PathHandling::V1
+                    } else {
+                        PathHandling::V0
+                    },
+                    accepts_http: route.protocols.iter().any(|p| p == "http"),
+                    route,
+                    service,
+                    plugins: chain,
+                })
+            }
+        };
+        // Routes of disabled services are left out of the router (Kong: they answer 404), and
+        // so are routes matching on SNI: the proxy has no TLS listener, and a request without
+        // SNI must not match them.
+        let r = &runtime.route;
+        let routed = r.snis.as_ref().is_none_or(|s| s.is_empty())
+            && runtime.service.as_ref().is_none_or(|s| s.service.enabled);
+        let mut route_compiled = kept.and_then(|k| k.compiled.clone());
+        if routed {
+            let c = match route_compiled {
+                Some(c) => c,
+                None => {
+                    let c = CompiledRoute::compile(&route_spec(r)).map_err(|err| {
+                        SnapshotError::Entity {
+                            kind: "routes",
+                            id: e.id,
+                            reason: err.to_string(),
+                        }
+                    })?;
+                    Arc::new(c)
                 }
+            };
+            route_compiled = Some(c.clone());
+            compiled.push(c);
+            runtimes.push(runtime.clone());
+        }
+        next.routes.insert(
+            e.id,
+            KeptRoute {
+                entity: e.clone(),
+                runtime,
+                compiled: route_compiled,
             },
-        };
-        next_cache.insert(p.id, (p.config.clone(), instance.clone()));
-        instances.push((p, factory, instance));
+        );
     }
-    *cache = next_cache;
-
-    // Routes of disabled services are left out of the router (Kong: they answer 404), and so
-    // are routes matching on SNI: the proxy has no TLS listener, and a request without SNI must
-    // not match them.
-    routes.retain(|r| r.snis.as_ref().is_none_or(|s| s.is_empty()));
-    routes.retain(|r| {
-        r.service
-            .and_then(|s| services.get(&s.id))
-            .is_none_or(|s: &Arc<ServiceRuntime>| s.service.enabled)
-    });
-    let mut specs = Vec::with_capacity(routes.len());
-    let mut runtimes = Vec::with_capacity(routes.len());
-    for (i, r) in routes.into_iter().enumerate() {
-        specs.push(RouteSpec {
-            id: i as u64,
-            methods: r.methods.clone().unwrap_or_default(),
-            hosts: r.hosts.clone().unwrap_or_default(),
-            paths: r.paths.clone().unwrap_or_default(),
-            headers: r
-                .headers
-                .clone()
-                .map(|h| h.into_iter().collect())
-                .unwrap_or_default(),
-            snis: r.snis.clone().unwrap_or_default(),
-            regex_priority: r.regex_priority,
-            created_at: r.created_at,
-        });
-        let service = r.service.and_then(|s| services.get(&s.id).cloned());
-        let chain = resolve_chain(&r, service.as_deref(), &instances);
-        runtimes.push(Arc::new(RouteRuntime {
-            path_handling: if r.path_handling == "v1" {
-                PathHandling::V1
-            } else {
-                PathHandling::V0
-            },
-            accepts_http: r.protocols.iter().any(|p| p == "http"),
-            route: r,
-            service,
-            plugins: chain,
-        }));
-    }
-    let router = Router::build(&specs)?;
-    Ok(Snapshot {
+    let router = Router::assemble((0u64..).zip(compiled.iter().map(|c| &**c)));
+    let snapshot = Snapshot {
         control_plane_id,
         router,
         routes: runtimes,
-        consumers,
+        consumers: next.consumer_index.clone(),
         built_at: std::time::Instant::now(),
-    })
+    };
+    *cache = next;
+    Ok(snapshot)
+}
+
+fn ptr_eq_opt<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// `p` ready to run, or `None` when it does not run (disabled, not for http, or unknown to
+/// this build). The instance of `previous` carries over when the configuration is the same.
+fn activate(
+    p: PluginEntity,
+    previous: Option<&ActivePlugin>,
+    registry: &Registry,
+) -> Result<Option<Arc<ActivePlugin>>, SnapshotError> {
+    if !p.enabled || !p.protocols.iter().any(|x| x == "http" || x == "https") {
+        return Ok(None);
+    }
+    let Some(factory) = registry.get(&p.name).cloned() else {
+        // A plugin this build does not know (written by a newer node): skip it loudly
+        // rather than refusing the whole configuration.
+        tracing::error!(plugin = %p.name, id = %p.id, "unknown plugin in configuration; skipped");
+        return Ok(None);
+    };
+    let instance = match previous {
+        Some(prev) if prev.entity.name == p.name && prev.entity.config == p.config => {
+            prev.instance.clone()
+        }
+        _ => {
+            let plugin = factory
+                .build(&p.config)
+                .map_err(|e| SnapshotError::Entity {
+                    kind: "plugins",
+                    id: p.id,
+                    reason: e.0,
+                })?;
+            Arc::new(PluginInstance {
+                id: p.id,
+                name: factory.name(),
+                plugin,
+            })
+        }
+    };
+    Ok(Some(Arc::new(ActivePlugin {
+        entity: p,
+        factory,
+        instance,
+    })))
+}
+
+fn route_spec(r: &Route) -> RouteSpec {
+    RouteSpec {
+        id: 0,
+        methods: r.methods.clone().unwrap_or_default(),
+        hosts: r.hosts.clone().unwrap_or_default(),
+        paths: r.paths.clone().unwrap_or_default(),
+        headers: r
+            .headers
+            .clone()
+            .map(|h| h.into_iter().collect())
+            .unwrap_or_default(),
+        snis: r.snis.clone().unwrap_or_default(),
+        regex_priority: r.regex_priority,
+        created_at: r.created_at,
+    }
 }
 
 fn service_runtime(
@@ -310,22 +540,78 @@ fn specificity(p: &PluginEntity, route: &Route, service: Option<&ServiceRuntime>
     )
 }
 
+/// The running plugins by the route or service they are scoped to, so that resolving a
+/// route's chain looks only at the instances that may apply to it (a global change resolves
+/// every chain again).
+struct PluginIndex<'a> {
+    /// Neither route nor service.
+    unscoped: Vec<&'a ActivePlugin>,
+    /// By route (whether or not they also name a service).
+    by_route: IdMap<Vec<&'a ActivePlugin>>,
+    /// By service, without a route.
+    by_service: IdMap<Vec<&'a ActivePlugin>>,
+}
+
+impl<'a> PluginIndex<'a> {
+    fn new(active: impl Iterator<Item = &'a ActivePlugin>) -> Self {
+        let mut index = Self {
+            unscoped: Vec::new(),
+            by_route: sized(0),
+            by_service: sized(0),
+        };
+        for p in active {
+            match (p.entity.route, p.entity.service) {
+                (Some(r), _) => index.by_route.entry(r.id).or_default().push(p),
+                (None, Some(s)) => index.by_service.entry(s.id).or_default().push(p),
+                (None, None) => index.unscoped.push(p),
+            }
+        }
+        index
+    }
+
+    /// The instances that may apply to `route` of `service`.
+    fn candidates(
+        &self,
+        route: &Route,
+        service: Option<&ServiceRuntime>,
+    ) -> impl Iterator<Item = &'a ActivePlugin> {
+        let none = &[][..];
+        let of_route = self.by_route.get(&route.id).map_or(none, Vec::as_slice);
+        let of_service = service
+            .and_then(|s| self.by_service.get(&s.service.id))
+            .map_or(none, Vec::as_slice);
+        self.unscoped
+            .iter()
+            .chain(of_route)
+            .chain(of_service)
+            .copied()
+    }
+}
+
 fn resolve_chain(
     route: &Route,
     service: Option<&ServiceRuntime>,
-    instances: &[(PluginEntity, Arc<dyn PluginFactory>, Arc<PluginInstance>)],
+    active: &PluginIndex<'_>,
 ) -> Vec<PluginSlot> {
     // name → (priority, best non-consumer (level, inst), per consumer best (level, inst))
     type Best = (u8, Arc<PluginInstance>);
     type Candidates = (i32, Option<Best>, HashMap<Uuid, Best>);
-    let mut by_name: HashMap<&'static str, Candidates> = HashMap::new();
-    for (p, factory, inst) in instances {
+    // A route has a handful of plugins: a list beats a map.
+    let mut by_name: Vec<(&'static str, Candidates)> = Vec::new();
+    for a in active.candidates(route, service) {
+        let (p, factory, inst) = (&a.entity, &a.factory, &a.instance);
         let Some(level) = specificity(p, route, service) else {
             continue;
         };
-        let entry = by_name
-            .entry(factory.name())
-            .or_insert_with(|| (factory.priority(), None, HashMap::new()));
+        let name = factory.name();
+        let at = match by_name.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                by_name.push((name, (factory.priority(), None, HashMap::new())));
+                by_name.len() - 1
+            }
+        };
+        let entry = &mut by_name[at].1;
         let better = |cur: &Option<&Best>| cur.is_none_or(|(l, _)| level < *l);
         match p.consumer {
             Some(c) => {
@@ -361,3 +647,7 @@ fn resolve_chain(
     slots.sort_by(|a, b| b.priority.cmp(&a.priority).then(b.name.cmp(a.name)));
     slots
 }
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -192,7 +192,7 @@ impl Env {
             updated_at: now,
         };
         store.create_control_plane(&cp).await.unwrap();
-        let gateway = Gateway::new(registry(), cp.id).unwrap();
+        let gateway = Gateway::new(registry(), cp.id);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -226,7 +226,9 @@ impl Env {
     async fn put(&self, e: CoreEntity) {
         self.store.insert_core_entity(&e).await.unwrap();
         let all = self.store.core_entities(self.cp, None).await.unwrap();
-        self.gateway.apply(&all).unwrap();
+        self.gateway
+            .apply(&all.into_iter().map(Arc::new).collect::<Vec<_>>())
+            .unwrap();
     }
 
     async fn service(&self, body: Value) -> Uuid {

@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use http::{HeaderName, Method};
 
@@ -134,22 +135,24 @@ pub(crate) enum EntryPaths {
     /// The route has no paths.
     Any,
     /// Prefix paths, all of the same configured length.
-    Prefix(Vec<PrefixPath>),
+    Prefix(Arc<[PrefixPath]>),
     /// Regex paths, tried in configuration order.
-    Regex(Vec<RegexPath>),
+    Regex(Arc<[RegexPath]>),
 }
 
-/// One ATC-style matcher: a route, or one path group of a split route.
+/// One ATC-style matcher: a route, or one path group of a split route. Its conditions are
+/// shared slices: cloning an entry into a new router (see [`Router::assemble`]) allocates
+/// nothing, and reading them costs the same one indirection a `Vec` does.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) route_id: u64,
     pub(crate) created_at: i64,
     pub(crate) split_index: usize,
     pub(crate) priority: u64,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) hosts: Vec<HostPattern>,
-    pub(crate) headers: Vec<HeaderMatcher>,
-    pub(crate) snis: Vec<Box<str>>,
+    pub(crate) methods: Arc<[Method]>,
+    pub(crate) hosts: Arc<[HostPattern]>,
+    pub(crate) headers: Arc<[HeaderMatcher]>,
+    pub(crate) snis: Arc<[Box<str>]>,
     pub(crate) paths: EntryPaths,
 }
 
@@ -287,10 +290,10 @@ fn err(
 
 /// Route fields shared by all entries of one route.
 struct Common {
-    methods: Vec<Method>,
-    hosts: Vec<HostPattern>,
-    headers: Vec<HeaderMatcher>,
-    snis: Vec<Box<str>>,
+    methods: Arc<[Method]>,
+    hosts: Arc<[HostPattern]>,
+    headers: Arc<[HeaderMatcher]>,
+    snis: Arc<[Box<str>]>,
 }
 
 fn compile_common(route: &RouteSpec) -> Result<Common, RouterError> {
@@ -361,10 +364,10 @@ fn compile_common(route: &RouteSpec) -> Result<Common, RouterError> {
     }
 
     Ok(Common {
-        methods,
-        hosts,
-        headers,
-        snis,
+        methods: methods.into(),
+        hosts: hosts.into(),
+        headers: headers.into(),
+        snis: snis.into(),
     })
 }
 
@@ -424,7 +427,7 @@ fn compile_route(route: &RouteSpec, out: &mut Vec<Entry>) -> Result<(), RouterEr
             regex_priority: route.regex_priority,
             ..base
         };
-        groups.push((inputs, EntryPaths::Regex(regexes)));
+        groups.push((inputs, EntryPaths::Regex(regexes.into())));
     }
     for (len, paths) in by_len.into_iter().rev() {
         groups.push((
@@ -432,7 +435,7 @@ fn compile_route(route: &RouteSpec, out: &mut Vec<Entry>) -> Result<(), RouterEr
                 prefix_len: len,
                 ..base
             },
-            EntryPaths::Prefix(paths),
+            EntryPaths::Prefix(paths.into()),
         ));
     }
     if groups.is_empty() {
@@ -455,6 +458,27 @@ fn compile_route(route: &RouteSpec, out: &mut Vec<Entry>) -> Result<(), RouterEr
     Ok(())
 }
 
+/// One route compiled on its own: its matchers, ready to be assembled with others into a
+/// [`Router`]. A caller that rebuilds its router often keeps these by route, so that a change
+/// compiles only the routes it touched ([`Router::assemble`]).
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    entries: Vec<Entry>,
+}
+
+impl CompiledRoute {
+    /// Compiles `route` (its [`RouteSpec::id`] only names it in errors; [`Router::assemble`]
+    /// gives it the id it matches with).
+    ///
+    /// # Errors
+    /// As [`Router::build`].
+    pub fn compile(route: &RouteSpec) -> Result<Self, RouterError> {
+        let mut entries = Vec::with_capacity(1);
+        compile_route(route, &mut entries)?;
+        Ok(Self { entries })
+    }
+}
+
 impl Router {
     /// Compiles `routes` into a router.
     ///
@@ -465,9 +489,27 @@ impl Router {
     /// SNI, a path starting with neither `/` nor `~`, or a prefix path with a
     /// malformed `%` escape.
     pub fn build(routes: &[RouteSpec]) -> Result<Router, RouterError> {
-        let mut entries = Vec::with_capacity(routes.len());
-        for route in routes {
-            compile_route(route, &mut entries)?;
+        let compiled = routes
+            .iter()
+            .map(CompiledRoute::compile)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::assemble(
+            routes.iter().map(|r| r.id).zip(compiled.iter()),
+        ))
+    }
+
+    /// Assembles compiled routes, each under the id [`Router::find`] returns for it, into a
+    /// router: the evaluation order and the lookup indexes. Cheaper than [`Router::build`]
+    /// when most routes were compiled before (no regex or path is compiled again).
+    pub fn assemble<'a>(routes: impl IntoIterator<Item = (u64, &'a CompiledRoute)>) -> Router {
+        let mut entries = Vec::new();
+        let mut route_count = 0;
+        for (id, route) in routes {
+            route_count += 1;
+            entries.extend(route.entries.iter().map(|e| Entry {
+                route_id: id,
+                ..e.clone()
+            }));
         }
         entries.sort_by(|a, b| {
             b.priority
@@ -486,7 +528,7 @@ impl Router {
             } else if entry.hosts.iter().any(HostPattern::is_wildcard) {
                 wildcard_hosts.insert(rank, entry);
             } else {
-                for h in &entry.hosts {
+                for h in entry.hosts.iter() {
                     if let crate::host::HostKind::Exact(name) = &h.kind {
                         exact_hosts
                             .entry(name.as_bytes().into())
@@ -497,13 +539,13 @@ impl Router {
             }
         }
 
-        Ok(Router {
+        Router {
             entries,
             exact_hosts,
             wildcard_hosts,
             any_host,
-            route_count: routes.len(),
-        })
+            route_count,
+        }
     }
 
     /// Number of routes the router was built from.
@@ -662,7 +704,7 @@ mod tests {
         let router = Router::build(&[r]).unwrap();
         // 4 fields, wildcard host → no plain-host bit, 2 distinct header names.
         assert_eq!(router.priorities_of(1), vec![(4u64 << 61) | (2 << 52)]);
-        assert_eq!(router.entries[0].snis, vec![Box::<str>::from("a.com")]);
+        assert_eq!(*router.entries[0].snis, [Box::<str>::from("a.com")]);
         assert_eq!(router.entries[0].headers[0].values.len(), 2);
     }
 

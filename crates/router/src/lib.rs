@@ -77,7 +77,7 @@ mod spec;
 mod trie;
 mod validate;
 
-pub use compile::Router;
+pub use compile::{CompiledRoute, Router};
 pub use path::{PathError, PathHandling, normalize_path, upstream_path};
 pub use spec::{Captures, Match, RequestView, RouteField, RouteSpec, RouterError};
 pub use validate::{

@@ -5,7 +5,7 @@ use super::*;
 use crate::test_support::*;
 use bytes::Bytes;
 use gatehouse_proxy::plugin::{Flow, Plugin, PluginFactory};
-use gatehouse_proxy::snapshot::InstanceCache;
+use gatehouse_proxy::snapshot::BuildCache;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -1235,7 +1235,7 @@ async fn the_matched_consumer_selects_consumer_scoped_plugins() {
         "consumer": {"id": alice.id},
         "config": {"status_code": 418, "message": "alice only"}
     }));
-    let mut cache = InstanceCache::new();
+    let mut cache = BuildCache::new();
     let snap = e.build(&mut cache);
 
     let mut req = bearer("alice");

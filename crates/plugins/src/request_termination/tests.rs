@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::test_support::*;
-use gatehouse_proxy::snapshot::InstanceCache;
+use gatehouse_proxy::snapshot::BuildCache;
 use serde_json::json;
 
 fn instance(config: Value) -> Arc<dyn Plugin> {
@@ -145,7 +145,7 @@ async fn echo_describes_the_request_and_the_match() {
         "route": {"id": route},
         "config": {"echo": true, "status_code": 200, "trigger": "x-echo"}
     }));
-    let snap = e.build(&mut InstanceCache::new());
+    let snap = e.build(&mut BuildCache::new());
     let mut req = request(
         "POST",
         "/echo/a?x=1&x=2&flag&name=a%20b",
@@ -189,7 +189,7 @@ async fn the_most_specific_instance_applies() {
     e.plugin(json!({"name": NAME}));
     e.plugin(json!({"name": NAME, "route": {"id": ra}, "config": {"status_code": 418}}));
     e.plugin(json!({"name": NAME, "service": {"id": s2}, "config": {"status_code": 451}}));
-    let snap = e.build(&mut InstanceCache::new());
+    let snap = e.build(&mut BuildCache::new());
     let status_for = |path: &str| {
         let snap = snap.clone();
         let path = path.to_owned();
