@@ -117,6 +117,20 @@ impl Cluster {
         req.send().await.unwrap().status().as_u16()
     }
 
+    /// The `X-Consumer-Username` the upstream saw for `GET path` through `node` with `token`.
+    async fn consumer_seen(&self, node: usize, path: &str, token: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.nodes[node].proxy))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let echoed: Value = resp.json().await.unwrap();
+        echoed["headers"]["X-Consumer-Username"].clone()
+    }
+
     /// Waits until `node`'s proxy answers `path` with `status`; panics after [`DEADLINE`].
     async fn proxy_until(
         &self,
@@ -173,8 +187,8 @@ impl Cluster {
 }
 
 /// Makes, through the admin API at `admin_url`, a service on `upstream` with a route `path`
-/// protected by oauth2-introspection (`ttl: 300`) against `server`'s introspection endpoint;
-/// the gateway introspects as a client of its own.
+/// protected by oauth2-introspection (`ttl: 300`, consumers by `client_id`) against `server`'s
+/// introspection endpoint; the gateway introspects as a client of its own.
 async fn protected_route(
     http: &reqwest::Client,
     admin_url: &str,
@@ -218,6 +232,7 @@ async fn protected_route(
                 "introspection_url": format!("{issuer}/introspect"),
                 "authorization_value": format!("Basic {basic}"),
                 "ttl": 300,
+                "consumer_by": "client_id",
             }}),
         ),
     ] {
@@ -266,6 +281,23 @@ async fn gateway_changes_through_one_node_are_served_by_every_node() {
         .await;
     c.proxy_until(2, "/shared", None, 200, "the route was created")
         .await;
+
+    // The service disabled through node 1 takes the route out everywhere; enabled, it is back.
+    for (enabled, status) in [(false, 404), (true, 200)] {
+        let (s, v) = c
+            .admin(
+                1,
+                Method::PATCH,
+                "/services/svc",
+                Some(json!({"enabled": enabled})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        for n in [0, 2] {
+            c.proxy_until(n, "/shared", None, status, "the service was changed")
+                .await;
+        }
+    }
 
     // A plugin written through node 1, then changed, then removed.
     let (s, plugin) = c
@@ -425,10 +457,49 @@ async fn identity_changes_and_revocations_reach_every_node_whatever_the_plugin_t
     for n in 0..3 {
         c.proxy_until(n, "/protected", None, 401, "the plugin was added")
             .await;
-        // Served, and now cached for 300 s on every node.
+        // Served, and now cached for 300 s on every node; no consumer is named.
         assert_eq!(c.proxy(n, "/protected", Some(&token)).await, 200);
-        assert_eq!(c.proxy(n, "/protected", Some(&token)).await, 200);
+        assert_eq!(c.consumer_seen(n, "/protected", &token).await, Value::Null);
     }
+
+    // A consumer for the client, made through node 1, is named upstream by every node (the
+    // cached answer is mapped to the consumers each node serves now); renamed through node 2,
+    // then deleted through node 0, every node follows.
+    let (s, v) = c
+        .admin(
+            1,
+            Method::POST,
+            "/consumers",
+            Some(json!({"username": "alice", "custom_id": creds.0})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let consumer_until = |want: Value, what: &'static str| {
+        let (c, token) = (&c, &token);
+        async move {
+            for n in 0..3 {
+                until(&format!("node {n}: consumer {want} after {what}"), || {
+                    let want = want.clone();
+                    async move { (c.consumer_seen(n, "/protected", token).await == want).then_some(()) }
+                })
+                .await;
+            }
+        }
+    };
+    consumer_until(json!("alice"), "the consumer was created").await;
+    let (s, v) = c
+        .admin(
+            2,
+            Method::PATCH,
+            "/consumers/alice",
+            Some(json!({"username": "alicia"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    consumer_until(json!("alicia"), "the consumer was renamed").await;
+    let (s, _) = c.admin(0, Method::DELETE, "/consumers/alicia", None).await;
+    assert_eq!(s, 204);
+    consumer_until(Value::Null, "the consumer was deleted").await;
 
     // Revoked through node 0 (RFC 7009): refused by every node's proxy despite the cache, and
     // inactive at every node's introspection endpoint.
