@@ -102,7 +102,8 @@ struct ServeArgs {
     )]
     identity_listen: SocketAddr,
     /// The public base URL of the identity listener, the prefix of every issuer URL
-    /// [default: http:// and the identity listener's address].
+    /// [default: http:// (https:// with --identity-tls-cert) and the identity listener's
+    /// address].
     #[arg(long, env = "GATEHOUSE_IDENTITY_PUBLIC_URL")]
     identity_public_url: Option<String>,
     /// How often the node compares its configuration version with the database's, the
@@ -110,7 +111,51 @@ struct ServeArgs {
     #[arg(long, env = "GATEHOUSE_DB_UPDATE_FREQUENCY", default_value = "1s", value_parser = parse_duration)]
     db_update_frequency: Duration,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// TLS on the admin and identity listeners (docs/configuration.md). Each pair is given whole
+/// or not at all; without it the listener speaks plain HTTP.
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// PEM certificate chain of the admin listener (the certificate first): it then serves
+    /// HTTPS only.
+    #[arg(long, env = "GATEHOUSE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --admin-tls-cert.
+    #[arg(long, env = "GATEHOUSE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
+    /// PEM certificate chain of the identity listener: it then serves HTTPS only, and issuers
+    /// are `https://` URLs.
+    #[arg(
+        long,
+        env = "GATEHOUSE_IDENTITY_TLS_CERT",
+        requires = "identity_tls_key"
+    )]
+    identity_tls_cert: Option<PathBuf>,
+    /// PEM private key of --identity-tls-cert.
+    #[arg(
+        long,
+        env = "GATEHOUSE_IDENTITY_TLS_KEY",
+        requires = "identity_tls_cert"
+    )]
+    identity_tls_key: Option<PathBuf>,
+}
+
+/// A listener's TLS configuration from its certificate and key files, if given.
+fn listener_tls(
+    role: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<Arc<gatehouse_listener::tls::ServerConfig>>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => gatehouse_listener::tls::server_config(cert, key)
+            .map(Some)
+            .with_context(|| format!("cannot serve TLS on the {role} listener")),
+        _ => Ok(None),
+    }
 }
 
 /// The edge limits of every listener (docs/security.md explains each).
@@ -332,7 +377,12 @@ fn local_host(addr: SocketAddr) -> String {
 
 /// Local URL for a listener address.
 fn local_url(addr: SocketAddr) -> String {
-    format!("http://{}:{}", local_host(addr), addr.port())
+    scheme_url("http", addr)
+}
+
+/// Local URL for a listener address with `scheme`.
+fn scheme_url(scheme: &str, addr: SocketAddr) -> String {
+    format!("{scheme}://{}:{}", local_host(addr), addr.port())
 }
 
 async fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener> {
@@ -499,10 +549,19 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let identity_addr = identity_listener.local_addr()?;
+    let admin_tls = listener_tls("admin", &args.tls.admin_tls_cert, &args.tls.admin_tls_key)?;
+    let identity_tls = listener_tls(
+        "identity",
+        &args.tls.identity_tls_cert,
+        &args.tls.identity_tls_key,
+    )?;
+    let scheme = |tls: &Option<_>| if tls.is_some() { "https" } else { "http" };
+    let admin_url = scheme_url(scheme(&admin_tls), admin_addr);
+    let identity_url = scheme_url(scheme(&identity_tls), identity_addr);
     let public_url = args
         .identity_public_url
         .clone()
-        .unwrap_or_else(|| local_url(identity_addr));
+        .unwrap_or_else(|| identity_url.clone());
 
     let master = master_key(&args.data_dir)?;
     let throttle = gatehouse_identity::ThrottleConfig {
@@ -606,9 +665,13 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             .context("cannot create the quickstart's service and route")?;
     }
     // oauth2-introspection calls this process's own issuers without HTTP.
-    let mut issuer_bases = vec![public_url.clone(), local_url(identity_addr)];
+    let mut issuer_bases = vec![public_url.clone(), identity_url.clone()];
     if identity_addr.ip().is_unspecified() || identity_addr.ip().is_loopback() {
-        issuer_bases.push(format!("http://localhost:{}", identity_addr.port()));
+        issuer_bases.push(format!(
+            "{}://localhost:{}",
+            scheme(&identity_tls),
+            identity_addr.port()
+        ));
     }
     let local = local_identity::LocalIdentity::new(identity.clone(), &issuer_bases);
     let registry = Arc::new(gatehouse_plugins::registry_with(Some(Arc::new(local))));
@@ -692,17 +755,14 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     if let Some(echo) = &echo_listener {
         println!("echo listening on {}", local_url(echo.local_addr()?));
     }
-    println!("admin listening on {}", local_url(admin_addr));
-    println!(
-        "identity listening on {} (issuers under {public_url})",
-        local_url(identity_addr)
-    );
+    println!("admin listening on {admin_url}");
+    println!("identity listening on {identity_url} (issuers under {public_url})");
     println!("database: {}", store.backend());
     if quickstart && let Some(t) = &announce {
         {
             println!("\nGatehouse quickstart is running. In another terminal:\n");
             println!("export KONNECT_TOKEN={t}");
-            println!("export KONNECT_CONTROL_PLANE_URL={}", local_url(admin_addr));
+            println!("export KONNECT_CONTROL_PLANE_URL={admin_url}");
             println!("export KONNECT_PROXY_URL={}", local_url(proxy_addr));
             println!(
                 "\nData lives in {} ({}). Press Ctrl-C to stop.",
@@ -728,13 +788,14 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
         fd_limit = ?gatehouse_listener::fd_limit(),
         "connection limits"
     );
-    let router_listener = |listener, router, limits: Limits, render, role| RouterListener {
+    let router_listener = |listener, router, limits: Limits, render, role, tls| RouterListener {
         listener,
         router,
         gate: ConnectionGate::new(limits.max_connections, limits.max_connections_per_ip),
         limits,
         render,
         role,
+        tls,
     };
     let admin_task = tokio::spawn(
         router_listener(
@@ -743,6 +804,7 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             admin_limits,
             Arc::new(gatehouse_admin::edge_error),
             "admin",
+            admin_tls,
         )
         .serve(wait(stop_rx.clone())),
     );
@@ -753,6 +815,7 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
             identity_limits,
             Arc::new(gatehouse_identity::http::edge_error),
             "identity",
+            identity_tls,
         )
         .serve(wait(stop_rx.clone())),
     );

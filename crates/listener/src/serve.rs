@@ -98,6 +98,8 @@ pub struct RouterListener {
     pub render: RenderEdgeError,
     /// Its name in log lines (`admin`, `identity`).
     pub role: &'static str,
+    /// TLS ([`crate::tls::server_config`]); `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// How long shutdown waits for requests in flight.
@@ -114,7 +116,9 @@ impl RouterListener {
             gate,
             render,
             role,
+            tls,
         } = self;
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let limits = Arc::new(limits);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -142,7 +146,7 @@ impl RouterListener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let io = TokioIo::new(SendTimeout::new(stream, limits.send_timeout));
+            let stream = SendTimeout::new(stream, limits.send_timeout);
             let service = {
                 let router = router.clone();
                 let limits = limits.clone();
@@ -168,9 +172,35 @@ impl RouterListener {
                     }
                 })
             };
-            let conn = graceful.watch(http.serve_connection(io, service));
+            let watcher = graceful.watcher();
+            let (http, tls, handshake_timeout) = (http.clone(), tls.clone(), limits.header_timeout);
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let ended = match tls {
+                    None => {
+                        let conn = http.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn).await
+                    }
+                    // The handshake has the head's deadline: a client that stalls in it, or
+                    // sends something else than a ClientHello, is dropped without an answer.
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => {
+                                let conn = http.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(conn).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(role, %peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(role, %peer, "TLS handshake timed out");
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(role, %peer, error = %e, "connection ended with an error");
                 }
                 drop(admission);

@@ -41,6 +41,15 @@ async fn read_body(body: axum::body::Body) -> Response {
 /// A listener with `limits` and a gate of `per_ip` connections per address; a route that
 /// answers, one that reads its body, one with a large answer.
 async fn spawn(limits: Limits, per_ip: usize) -> (SocketAddr, Arc<ConnectionGate>) {
+    spawn_with(limits, per_ip, None).await
+}
+
+/// [`spawn`], over TLS when `tls` is given.
+async fn spawn_with(
+    limits: Limits,
+    per_ip: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, Arc<ConnectionGate>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gate = ConnectionGate::new(limits.max_connections, per_ip);
@@ -68,6 +77,7 @@ async fn spawn(limits: Limits, per_ip: usize) -> (SocketAddr, Arc<ConnectionGate
                 .into_response()
         }),
         role: "test",
+        tls,
     };
     tokio::spawn(serving.serve(std::future::pending()));
     (addr, gate)
@@ -249,4 +259,158 @@ async fn a_client_that_does_not_read_is_dropped_after_the_send_timeout() {
     }
     assert_eq!(gate.open(), 0, "the connection outlived the send timeout");
     drop(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------------------------
+
+/// A self-signed certificate for `localhost` written to `dir`: (cert path, key path, cert DER).
+fn self_signed(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    (cert_path, key_path, cert.der().to_vec())
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gh-listener-tls-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// `GET /hello` over TLS trusting `root`: the answer's bytes, or the handshake's error.
+async fn hello_over_tls(addr: SocketAddr, root: &[u8]) -> Result<String, std::io::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(HELLO).await?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn tls_serves_https_and_drops_plain_text_garbage_and_strangers() {
+    let dir = temp_dir();
+    let (cert, key, der) = self_signed(&dir, "server");
+    let (_, _, other) = self_signed(&dir, "other");
+    let config = crate::tls::server_config(&cert, &key).unwrap();
+    let (addr, gate) = spawn_with(test_limits(), 0, Some(config)).await;
+
+    let answer = hello_over_tls(addr, &der).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello"), "{answer}");
+
+    // Plain HTTP and garbage get no HTTP answer, and the listener serves on.
+    let plain = exchange(addr, HELLO).await;
+    assert!(
+        !plain.contains("HTTP/1.1") && !plain.contains("hello"),
+        "{plain:?}"
+    );
+    let garbage = exchange(addr, &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5]).await;
+    assert!(!garbage.contains("hello"), "{garbage:?}");
+    // A client that does not trust the certificate fails its handshake.
+    assert!(hello_over_tls(addr, &other).await.is_err());
+    assert!(hello_over_tls(addr, &der).await.unwrap().ends_with("hello"));
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.open() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gate.open(), 0, "every connection gave its slot back");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_cut_at_the_header_timeout() {
+    let dir = temp_dir();
+    let (cert, key, der) = self_signed(&dir, "server");
+    let config = crate::tls::server_config(&cert, &key).unwrap();
+    let (addr, gate) = spawn_with(test_limits(), 0, Some(config)).await;
+    // The first bytes of a ClientHello, then nothing.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await;
+    let took = started.elapsed();
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // Others were served meanwhile, and the slot is given back.
+    assert!(hello_over_tls(addr, &der).await.unwrap().ends_with("hello"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.open() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gate.open(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_key_of_another_certificate_or_a_file_without_pem_is_refused_without_showing_it() {
+    let dir = temp_dir();
+    let (cert, _, _) = self_signed(&dir, "a");
+    let (_, other_key, _) = self_signed(&dir, "b");
+    let err = crate::tls::server_config(&cert, &other_key).err().unwrap();
+    assert!(matches!(err, crate::tls::TlsError::Pair { .. }), "{err}");
+
+    let secret = dir.join("not-a-key.pem");
+    std::fs::write(&secret, "hunter2-is-not-pem").unwrap();
+    let err = crate::tls::server_config(&cert, &secret)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no PRIVATE KEY block") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = crate::tls::server_config(&dir.join("missing.crt"), &secret)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("missing.crt"), "{err}");
+    let err = crate::tls::server_config(&secret, &secret)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no CERTIFICATE block") || err.contains("not-a-key.pem"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
