@@ -166,3 +166,47 @@ async fn several_proxy_workers_serve_many_connections_at_once() {
     }
     assert_eq!(done, 48);
 }
+
+#[tokio::test]
+async fn curl_speaks_http2_with_prior_knowledge_to_the_proxy() {
+    let node = Node::start("quickstart", None, &["--proxy-workers", "2"]);
+    node.ready(&client()).await;
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--noproxy",
+                "*",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_version} %{http_code}",
+            ])
+            .args(args)
+            .output()
+            .expect("curl is installed (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let url = format!("{}/anything/h2?via=curl", node.proxy);
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "content-type: text/plain",
+        "-d",
+        "payload",
+        &url,
+    ]);
+    let (body, tail) = out.rsplit_once('\n').unwrap();
+    assert_eq!(tail, "2 200", "{out}");
+    let echoed: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echoed["data"], "payload");
+    assert_eq!(echoed["args"]["via"], "curl");
+    // The same URL without prior knowledge is HTTP/1.1, as before.
+    let out = curl(&[&url]);
+    assert!(out.ends_with("\n1.1 200"), "{out}");
+}

@@ -2,7 +2,9 @@
 //!
 //! Where to start: [`gateway::Gateway`] holds the running configuration of one control plane
 //! (a [`snapshot::Snapshot`]: the compiled router, each route's service and plugin chain, the
-//! consumers); [`server::serve`] accepts connections; [`handler::handle`] takes one request
+//! consumers); [`server::serve`] accepts connections and speaks HTTP/1.1 with its own codec
+//! ([`h1`]), handing a connection that opens with the HTTP/2 preface to [`http2`];
+//! [`handler::handle`] takes one request
 //! through routing, the plugins' `access` phase and the upstream call. Plugins implement
 //! [`plugin::Plugin`] and are built by a [`plugin::PluginFactory`] registered in a
 //! [`plugin::Registry`]. Gateway-generated errors are all in [`error`]. [`workers`] runs
@@ -13,6 +15,7 @@ pub mod error;
 pub mod gateway;
 pub mod h1;
 pub mod handler;
+pub mod http2;
 pub mod plugin;
 pub mod server;
 pub mod snapshot;

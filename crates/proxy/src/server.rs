@@ -104,6 +104,7 @@ pub async fn serve(
                     stopping: stopping.clone(),
                     stop_signal: None,
                     deadline_armed: false,
+                    served: false,
                     _live: live.clone(),
                     _admission: admission,
                 };
@@ -138,6 +139,8 @@ struct Connection {
     /// The header deadline holds the task's waker since it was last polled, and has not
     /// fired since.
     deadline_armed: bool,
+    /// A request was read on this connection (so it is not HTTP/2's).
+    served: bool,
     /// Counts the connections still open, for the shutdown drain.
     _live: Arc<()>,
     /// The connection's slot in the listener's gate.
@@ -164,6 +167,8 @@ enum Wait {
     Close,
     /// A malformed or oversized head: answer, then close.
     Refuse(GatewayError),
+    /// The HTTP/2 preface opened the connection: it is HTTP/2's.
+    Http2,
 }
 
 impl Connection {
@@ -189,6 +194,7 @@ impl Connection {
             {
                 Wait::Head => {}
                 Wait::Close => return,
+                Wait::Http2 => return self.serve_http2(buf).await,
                 Wait::Refuse(e) => {
                     let resp = e.response(&RequestId::next(), None);
                     let version = Version::HTTP_11;
@@ -207,6 +213,7 @@ impl Connection {
                     return;
                 }
             }
+            self.served = true;
             let exchanged = self.exchange(&mut req, &mut buf, &mut out).await;
             req.clear();
             match exchanged {
@@ -248,6 +255,13 @@ impl Connection {
                     }
                     Ok(false) => {}
                     Err(HeadError::TooLarge) => return Wait::Refuse(GatewayError::HeadersTooLarge),
+                    // Not an HTTP/1 head: HTTP/2 with prior knowledge, if it opens the
+                    // connection (checked only here, off the HTTP/1 path).
+                    Err(_) if !self.served => match crate::http2::preface(buf) {
+                        Some(true) => return Wait::Http2,
+                        Some(false) => return Wait::Refuse(GatewayError::BadRequest),
+                        None => {}
+                    },
                     Err(_) => return Wait::Refuse(GatewayError::BadRequest),
                 }
             }
@@ -285,6 +299,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Hands the connection to the HTTP/2 server, with the bytes read so far.
+    async fn serve_http2(self, buf: BytesMut) {
+        let Connection {
+            stream,
+            gateway,
+            info,
+            limits,
+            stopping,
+            _live,
+            _admission,
+            ..
+        } = self;
+        // Nothing else holds the socket before the first request's body is read.
+        let Ok(stream) = Arc::try_unwrap(stream) else {
+            return;
+        };
+        crate::http2::serve(stream, buf.freeze(), gateway, info, limits, stopping).await;
     }
 
     /// Whether the proxy is shutting down.
@@ -777,7 +810,7 @@ async fn poll_once(body: &mut ProxyBody) -> Option<FrameResult> {
 }
 
 /// `Date`, formatted once a second.
-fn date() -> HeaderValue {
+pub(crate) fn date() -> HeaderValue {
     with_date(HeaderValue::clone)
 }
 

@@ -1522,3 +1522,179 @@ async fn an_upload_longer_than_the_read_timeout_is_answered() {
         "{took:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 with prior knowledge
+// ---------------------------------------------------------------------------------------------
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// An HTTP/2 connection with prior knowledge (h2c) to `addr`, and its driving task.
+async fn h2_connect(addr: SocketAddr) -> (H2Sender, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let driving = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, driving)
+}
+
+/// One HTTP/2 request: the status, the headers and the body as JSON (null when not JSON).
+async fn h2_request(
+    send: &mut H2Sender,
+    method: &str,
+    uri: String,
+    body: &'static str,
+) -> (u16, http::HeaderMap, Value) {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_runs_concurrent_streams_through_the_plugin_chain() {
+    let env = Env::new().await;
+    env.echo_route("/anything").await;
+    let slow = env
+        .service(json!({"url": format!("{}/delay/0.5", env.echo.base_url())}))
+        .await;
+    env.route(json!({"paths": ["/slow"]}), Some(slow)).await;
+    env.plugin(json!({"name": "marker", "config": {"value": "h2"}}))
+        .await;
+    let base = format!("http://127.0.0.1:{}", env.proxy.port());
+    let (mut send, _driving) = h2_connect(env.proxy).await;
+
+    // One stream, with a body: routed, through the plugin, forwarded with the gateway's fields
+    // and none of HTTP/1.1's connection fields.
+    let (status, headers, body) =
+        h2_request(&mut send, "POST", format!("{base}/anything/x?a=1"), "hello").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], "hello");
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["args"]["a"], "1");
+    assert_eq!(body["headers"]["X-Test-Plugin"], "h2");
+    assert_eq!(body["headers"]["Host"], env.echo.addr.to_string());
+    assert_eq!(body["headers"]["X-Forwarded-Host"], "127.0.0.1", "{body}");
+    assert!(
+        headers["via"]
+            .to_str()
+            .unwrap()
+            .ends_with(gatehouse_proxy::VIA_TOKEN)
+    );
+    assert!(headers.contains_key("x-gatehouse-request-id"));
+    assert!(headers.contains_key(http::header::DATE));
+    assert!(!headers.contains_key(http::header::CONNECTION));
+
+    // The gateway's own answers too: no route is Kong's 404.
+    let (status, _, body) = h2_request(&mut send, "GET", format!("{base}/nowhere"), "").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "no Route matched with those values");
+
+    // 100 concurrent streams on the one connection, each held half a second upstream: served
+    // side by side (one after the other would take 50 s).
+    let started = std::time::Instant::now();
+    let streams = (0..100).map(|i| {
+        let mut send = send.clone();
+        let uri = format!("{base}/slow?i={i}");
+        async move { h2_request(&mut send, "GET", uri, "").await }
+    });
+    let answers = futures::future::join_all(streams).await;
+    let took = started.elapsed();
+    for (i, (status, _, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "stream {i}: {body}");
+        assert_eq!(body["args"]["i"], i.to_string(), "{body}");
+        assert_eq!(body["headers"]["X-Test-Plugin"], "h2");
+    }
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // HTTP/1.1 on the same listener is unchanged.
+    let (status, body, _) = env.get_json("/anything/h1", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["headers"]["X-Test-Plugin"], "h2");
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_at_the_idle_timeout_and_garbage_is_refused() {
+    let env = Env::new().await;
+    env.echo_route("/anything").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = gatehouse_listener::Limits {
+        idle_timeout: Duration::from_millis(800),
+        ..gatehouse_listener::Limits::with_connections(64)
+    };
+    tokio::spawn(gatehouse_proxy::server::serve(
+        listener,
+        env.gateway.clone(),
+        gatehouse_proxy::server::Edge::new(limits),
+        std::future::pending(),
+    ));
+    let (mut send, driving) = h2_connect(addr).await;
+    let (status, _, _) = h2_request(
+        &mut send,
+        "GET",
+        format!("http://127.0.0.1:{}/anything", addr.port()),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Idle from now on: the server closes it after the idle timeout, not before.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), driving)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+
+    // A header list over the listener's head size is refused, and the listener serves on.
+    let (mut send, _driving) = h2_connect(addr).await;
+    let req = http::Request::get(format!("http://127.0.0.1:{}/anything", addr.port()))
+        .header("x-big", "a".repeat(70_000))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    if let Ok(resp) = send.send_request(req).await {
+        assert_eq!(resp.status(), 431);
+    }
+    let (mut send, _driving) = h2_connect(addr).await;
+    let (status, _, _) = h2_request(
+        &mut send,
+        "GET",
+        format!("http://127.0.0.1:{}/anything", addr.port()),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Something that starts like the preface but is not: 400, as any malformed head.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}

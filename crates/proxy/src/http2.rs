@@ -1,0 +1,365 @@
+//! HTTP/2 on the proxy listener: cleartext with prior knowledge (h2c, RFC 9113 §3.3). A
+//! connection whose first bytes are the HTTP/2 preface is handed from the HTTP/1.1 codec to
+//! hyper's HTTP/2 server, and each stream runs through the same [`handle`] and plugin chain
+//! as an HTTP/1.1 request. Upstreams are still spoken to in HTTP/1.1.
+//!
+//! Limits (docs/configuration.md): at most [`MAX_CONCURRENT_STREAMS`] streams at once, a
+//! header list of at most the listener's head size, hyper's defaults for flow-control windows
+//! and for streams reset before they are answered (the rapid-reset bound), the listener's body
+//! deadline on every request body, and the idle timeout once no stream is open.
+
+use crate::ProxyBody;
+use crate::context::RequestId;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::handler::{ConnInfo, Forward, Reply, handle};
+use bytes::{Buf, Bytes};
+use gatehouse_listener::Limits;
+use gatehouse_listener::body::DeadlineBody;
+use gatehouse_listener::serve::{EdgeError, SendTimeout, check_head};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Streams one connection may have open at once (nginx's `http2_max_concurrent_streams`).
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Streams the client may reset before they are answered (h2's default).
+const MAX_PENDING_RESETS: usize = 20;
+
+/// How often an idle connection is looked at.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether `buf`, the first bytes of a connection that are not an HTTP/1 request head, is the
+/// HTTP/2 preface: `Some(true)` when it is whole, `None` while it may still become one.
+pub(crate) fn preface(buf: &[u8]) -> Option<bool> {
+    let n = buf.len().min(PREFACE.len());
+    match (buf[..n] == PREFACE[..n], n == PREFACE.len()) {
+        (false, _) => Some(false),
+        (true, true) => Some(true),
+        (true, false) => None,
+    }
+}
+
+/// Serves an HTTP/2 connection whose first bytes, `read`, were already read from `stream`,
+/// until the client closes it, it is idle for the idle timeout, or the proxy shuts down
+/// (then open streams finish first).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    read: Bytes,
+    gateway: Arc<Gateway>,
+    info: ConnInfo,
+    limits: Arc<Limits>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let io = TokioIo::new(Replay {
+        read,
+        inner: SendTimeout::new(stream, limits.send_timeout),
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+        // The rapid-reset bound (CVE-2023-44487): streams reset by the client before they
+        // are answered, and streams this side had to reset, close the connection past these.
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(Some(1024));
+    let activity = Arc::new(Activity::new());
+    let info = Arc::new(info);
+    let service = {
+        let activity = activity.clone();
+        let limits = limits.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (gateway, info, limits) = (gateway.clone(), info.clone(), limits.clone());
+            let open = Open::new(activity.clone());
+            async move {
+                let resp = exchange(&gateway, &info, &limits, req).await;
+                Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked { body, _open: open }))
+            }
+        })
+    };
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing = *stopping.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+                }
+                return;
+            }
+            changed = stopping.changed(), if !closing => {
+                if changed.is_err() || *stopping.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep(IDLE_CHECK), if !closing => {
+                if activity.idle_for() >= limits.idle_timeout {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// One stream: the request as the handler takes it, the reply as HTTP/2 sends it.
+async fn exchange(
+    gateway: &Gateway,
+    info: &ConnInfo,
+    limits: &Limits,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1): it stands in for `Host`, and
+    // the target is routed and sent upstream in origin form, as an HTTP/1.1 request's.
+    if let Some(authority) = parts.uri.authority()
+        && !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    if let Some(target) = parts.uri.path_and_query() {
+        parts.uri = Uri::from(target.clone());
+    }
+    if let Err(e) = check_head(parts.version, &parts.uri, &parts.headers, limits) {
+        let error = match e {
+            EdgeError::UriTooLong => GatewayError::UriTooLong,
+            EdgeError::DuplicateHost | EdgeError::MissingHost => GatewayError::BadRequest,
+        };
+        return error.response(&RequestId::next(), parts.headers.get(header::ACCEPT));
+    }
+    let method_head = parts.method == http::Method::HEAD;
+    let body = if body.is_end_stream() {
+        crate::empty_body()
+    } else {
+        DeadlineBody::new(body, limits).boxed_unsync()
+    };
+    let mut req = crate::ProxyRequest {
+        parts,
+        body,
+        upstream_path: String::new(),
+    };
+    let reply = handle(gateway, &mut req, info).await;
+    response(reply, method_head)
+}
+
+/// Fields that are this connection's own in HTTP/1.1 and malformed in HTTP/2 (RFC 9113
+/// §8.2.2).
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A reply as an HTTP/2 response: the same fields an HTTP/1.1 client gets, less the
+/// connection-specific ones.
+fn response(reply: Reply, method_head: bool) -> Response<ProxyBody> {
+    let mut resp = match reply {
+        Reply::Parts(resp) => resp,
+        Reply::Forward(forward) => forwarded(*forward, method_head),
+    };
+    let headers = resp.headers_mut();
+    for name in CONNECTION_SPECIFIC {
+        headers.remove(name);
+    }
+    if !headers.contains_key(header::DATE) {
+        headers.insert(header::DATE, crate::server::date());
+    }
+    resp
+}
+
+/// An upstream response forwarded as received, with the fields the gateway adds.
+fn forwarded(f: Forward, method_head: bool) -> Response<ProxyBody> {
+    let head = &f.head;
+    let mut headers = HeaderMap::with_capacity(head.forwarded_fields().size_hint().0 + 6);
+    for (name, value) in head.forwarded_fields() {
+        // The upstream's head was parsed as HTTP/1.1; a field HTTP/2 cannot carry is dropped.
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            headers.append(name, value);
+        }
+    }
+    let version = if head.version == http::Version::HTTP_10 {
+        "1.0"
+    } else {
+        "1.1"
+    };
+    if let Ok(via) = HeaderValue::from_str(&format!("{version} {}", crate::VIA_TOKEN)) {
+        headers.append(header::VIA, via);
+    }
+    if !head.has_server() {
+        headers.insert(
+            header::SERVER,
+            HeaderValue::from_static(crate::SERVER_TOKEN),
+        );
+    }
+    headers.insert(
+        "x-gatehouse-upstream-latency",
+        HeaderValue::from(f.upstream_latency),
+    );
+    headers.insert(
+        "x-gatehouse-proxy-latency",
+        HeaderValue::from(f.proxy_latency),
+    );
+    headers.insert("x-gatehouse-request-id", f.request_id.clone());
+    if let Some(n) = head.declared_length() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let body = if method_head {
+        crate::empty_body()
+    } else {
+        f.body
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// When the connection last had no open stream, and how many it has.
+struct Activity {
+    started: Instant,
+    open: AtomicUsize,
+    /// Milliseconds from `started` to when the last stream closed.
+    quiet_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            open: AtomicUsize::new(0),
+            quiet_since: AtomicU64::new(0),
+        }
+    }
+
+    /// How long no stream has been open (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let quiet = Duration::from_millis(self.quiet_since.load(Ordering::Acquire));
+        self.started.elapsed().saturating_sub(quiet)
+    }
+}
+
+/// An open stream: from its request until its response body is sent or the stream is reset.
+struct Open(Arc<Activity>);
+
+impl Open {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.quiet_since.store(ms, Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its stream counted as open until it is dropped.
+struct Tracked {
+    body: ProxyBody,
+    _open: Open,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection with the bytes the HTTP/1.1 codec already read put back in front.
+struct Replay {
+    read: Bytes,
+    inner: SendTimeout<TcpStream>,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.has_remaining() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
