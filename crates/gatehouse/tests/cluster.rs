@@ -347,15 +347,14 @@ async fn gateway_changes_through_one_node_are_served_by_every_node() {
     // Every node reports the same configuration version, past the six writes above.
     let versions = c.config_versions().await;
     assert!(versions[0] >= 6, "{versions:?}");
-    let started = Instant::now();
-    while c.config_versions().await.iter().any(|v| *v != versions[0]) {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{:?}",
-            c.config_versions().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("every node at the same version", || async {
+        c.config_versions()
+            .await
+            .iter()
+            .all(|v| *v == versions[0])
+            .then_some(())
+    })
+    .await;
 
     // Konnect's nodes list, through any node: the three nodes, each reporting the hash its
     // own /status shows, all the same, at the same version (reports follow within the deadline).
@@ -617,11 +616,10 @@ async fn a_node_starts_from_its_cached_configuration_while_the_database_is_down_
     let hash = before["configuration_hash"].as_str().unwrap().to_owned();
     assert_eq!(hash.len(), 32, "{before}");
     assert_ne!(hash, "0".repeat(32));
-    let started = Instant::now();
-    while status(&http, &b).await["configuration_hash"] != hash.as_str() {
-        assert!(started.elapsed() < DEADLINE, "node b's hash differs");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("node b reports the same hash", || async {
+        (status(&http, &b).await["configuration_hash"] == hash.as_str()).then_some(())
+    })
+    .await;
 
     // Node a dies, then the database goes away. Node b goes on serving from memory.
     let data_dir = a.dir.clone();
@@ -727,11 +725,10 @@ async fn a_node_starts_from_its_cached_configuration_while_the_database_is_down_
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let started = Instant::now();
-    while through(&http, &b, "/later", None).await != 200 {
-        assert!(started.elapsed() < DEADLINE, "node b did not serve /later");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("node b serves /later", || async {
+        (through(&http, &b, "/later", None).await == 200).then_some(())
+    })
+    .await;
     let v = status(&http, &restarted).await;
     assert_eq!(v["database"]["reachable"], true, "{v}");
     assert_eq!(v["configuration"]["error"], Value::Null, "{v}");

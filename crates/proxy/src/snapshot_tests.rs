@@ -108,6 +108,21 @@ impl Config {
         self.put(p.to_entity(self.cp))
     }
 
+    /// Services `a.test` and `b.test`, with routes `/a` and `/b` to them: (a, b, ra, rb).
+    fn two_services(&mut self) -> (Uuid, Uuid, Uuid, Uuid) {
+        let a = self.service(Uuid::new_v4(), json!({"host": "a.test"}));
+        let b = self.service(Uuid::new_v4(), json!({"host": "b.test"}));
+        let ra = self.route(
+            Uuid::new_v4(),
+            json!({"paths": ["/a"], "service": {"id": a}}),
+        );
+        let rb = self.route(
+            Uuid::new_v4(),
+            json!({"paths": ["/b"], "service": {"id": b}}),
+        );
+        (a, b, ra, rb)
+    }
+
     /// Builds with the cache kept from the previous build.
     fn build(&mut self) -> Snapshot {
         build(
@@ -201,16 +216,7 @@ fn a_changed_route_is_compiled_again_and_the_others_are_kept() {
 #[test]
 fn a_service_change_reaches_its_routes_only() {
     let mut c = Config::new();
-    let a = c.service(Uuid::new_v4(), json!({"host": "a.test"}));
-    let b = c.service(Uuid::new_v4(), json!({"host": "b.test"}));
-    let ra = c.route(
-        Uuid::new_v4(),
-        json!({"paths": ["/a"], "service": {"id": a}}),
-    );
-    let rb = c.route(
-        Uuid::new_v4(),
-        json!({"paths": ["/b"], "service": {"id": b}}),
-    );
+    let (a, _, ra, rb) = c.two_services();
     let first = c.build();
 
     c.service(a, json!({"host": "a2.test", "port": 8080}));
@@ -237,16 +243,7 @@ fn a_service_change_reaches_its_routes_only() {
 #[test]
 fn a_plugin_change_resolves_again_only_the_chains_it_may_apply_to() {
     let mut c = Config::new();
-    let a = c.service(Uuid::new_v4(), json!({"host": "a.test"}));
-    let b = c.service(Uuid::new_v4(), json!({"host": "b.test"}));
-    let ra = c.route(
-        Uuid::new_v4(),
-        json!({"paths": ["/a"], "service": {"id": a}}),
-    );
-    let rb = c.route(
-        Uuid::new_v4(),
-        json!({"paths": ["/b"], "service": {"id": b}}),
-    );
+    let (a, _, ra, rb) = c.two_services();
     let first = c.build();
     assert!(chain(&first, ra).is_empty());
 
