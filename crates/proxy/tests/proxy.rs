@@ -1698,3 +1698,77 @@ async fn an_idle_http2_connection_is_closed_at_the_idle_timeout_and_garbage_is_r
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 }
+
+/// Opens `n` streams on an h2 connection to `addr`, resetting each at once: how many were sent
+/// before the connection failed, and the connection's driving task.
+async fn h2_resets(
+    addr: SocketAddr,
+    path: &str,
+    n: usize,
+) -> (
+    usize,
+    Option<h2::client::SendRequest<bytes::Bytes>>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driving = tokio::spawn(conn);
+    let mut client = client.ready().await.ok();
+    let mut sent = 0;
+    while sent < n {
+        let Some(mut c) = client.take() else { break };
+        let req = http::Request::get(format!("http://127.0.0.1:{}{path}", addr.port()))
+            .body(())
+            .unwrap();
+        match c.send_request(req, true) {
+            Ok((_, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+        client = c.ready().await.ok();
+    }
+    (sent, client, driving)
+}
+
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_closes_its_connection_and_the_listener_serves_on() {
+    let env = Env::new().await;
+    env.echo_route("/anything").await;
+    let slow = env
+        .service(json!({"url": format!("{}/delay/1", env.echo.base_url())}))
+        .await;
+    env.route(json!({"paths": ["/slow"]}), Some(slow)).await;
+    let base = format!("http://127.0.0.1:{}", env.proxy.port());
+
+    // A few streams cancelled by a client are normal: the connection serves on.
+    let (sent, client, _driving) = h2_resets(env.proxy, "/slow", 5).await;
+    assert_eq!(sent, 5);
+    let mut client = client.expect("the connection is still usable");
+    let req = http::Request::get(format!("{base}/anything"))
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+
+    // CVE-2023-44487: open a stream and reset it at once, over and over. Reset streams stop
+    // counting against the stream limit, so without a bound each would cost a request. The
+    // server ends such a connection instead of serving on.
+    // (The client's handle is kept: dropping it would end the connection from this side.)
+    let (sent, _client, driving) = h2_resets(env.proxy, "/slow", 5_000).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), driving)
+        .await
+        .expect("the flooding connection was closed by the server")
+        .unwrap();
+    assert!(
+        ended.is_err(),
+        "closed with an error: {ended:?} after {sent} streams"
+    );
+    // Others are served.
+    let (mut send, _driving) = h2_connect(env.proxy).await;
+    let (status, _, _) = h2_request(&mut send, "GET", format!("{base}/anything"), "").await;
+    assert_eq!(status, 200);
+    let (status, _, _) = env.get_json("/anything", &[]).await;
+    assert_eq!(status, 200);
+}
