@@ -1024,6 +1024,28 @@ async fn changes_are_applied_one_entity_at_a_time_and_end_where_a_full_read_does
             check(&format!("{method} {uri}")).await;
         }
         assert_eq!(e.source.entities().len(), 4, "{b}");
+        // A full read (a resync) of an unchanged configuration rebuilds nothing: the route's
+        // runtime is the very one served before, and the set is the same.
+        let before = e.gateway.snapshot().routes[0].clone();
+        e.source.load().await.unwrap();
+        check("a full read").await;
+        assert!(Arc::ptr_eq(&before, &e.gateway.snapshot().routes[0]), "{b}");
+        // Changed behind the source's back (as another node's write whose notice was lost),
+        // a full read picks the change up.
+        let route_id = before.route.id;
+        let mut changed = e
+            .store
+            .get_core_entity(e.default_cp, EntityKind::Route, route_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let read = changed.body.clone();
+        changed.body["paths"] = json!(["/r3"]);
+        e.store.update_core_entity(&changed, &read).await.unwrap();
+        e.source.load().await.unwrap();
+        let after = e.gateway.snapshot().routes[0].clone();
+        assert!(!Arc::ptr_eq(&before, &after), "{b}");
+        assert_eq!(after.route.paths, Some(vec!["/r3".to_owned()]), "{b}");
         // Deleting the route takes its plugin along: both leave the set.
         let (s, _) = e.call("DELETE", "/routes/r", None).await;
         assert_eq!(s, 204);

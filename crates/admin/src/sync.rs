@@ -66,20 +66,30 @@ impl StoreSource {
         self.install(entities)
     }
 
-    /// Applies `entities`, the control plane's whole configuration as stored.
+    /// Applies `entities`, the control plane's whole configuration as stored. An entity
+    /// stored as it was applied last keeps its `Arc`, so that a full read (a resync, a large
+    /// batch) rebuilds only what differs.
     pub fn install(&self, stored: Vec<CoreEntity>) -> Result<(), SinkError> {
+        let mut applied = self.applied.lock();
         let mut next = Applied::default();
         let (all, plugins) = (
             Arc::make_mut(&mut next.stored),
             Arc::make_mut(&mut next.opened_plugins),
         );
         for e in stored {
+            let same = applied.stored.get(&e.id).filter(|held| ***held == e);
+            if let Some(held) = same {
+                if let Some(opened) = applied.opened_plugins.get(&e.id) {
+                    plugins.insert(e.id, opened.clone());
+                }
+                all.insert(e.id, held.clone());
+                continue;
+            }
             if e.kind == EntityKind::Plugin {
                 plugins.insert(e.id, Arc::new(self.opened(&e)));
             }
             all.insert(e.id, Arc::new(e));
         }
-        let mut applied = self.applied.lock();
         *applied = next;
         self.apply_set(&applied)
     }
