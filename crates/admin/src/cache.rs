@@ -72,8 +72,10 @@ struct Configuration {
     auth_servers: Vec<AuthServerRecord>,
 }
 
+/// The file's fields but its configuration, which is spliced in after them (see
+/// [`ConfigCache::refresh`]).
 #[derive(Serialize)]
-struct FileRef<'a> {
+struct FileHead<'a> {
     format: u32,
     gatehouse_version: &'a str,
     version: i64,
@@ -81,7 +83,21 @@ struct FileRef<'a> {
     configuration_hash: &'a str,
     node: &'a NodeSettings,
     revoked: &'a [(Uuid, Timestamp)],
-    configuration: &'a RawValue,
+}
+
+/// The file: `head`'s fields, then `configuration`, which serde_json wrote (so it is valid
+/// JSON) and which goes in as it is rather than parsed again into a `RawValue` and copied
+/// (7.6 MB at 10,000 routes).
+fn file_bytes(head: &FileHead<'_>, configuration: &str) -> Result<Vec<u8>, CacheError> {
+    let mut bytes = serde_json::to_vec(head).map_err(|e| CacheError::Invalid(e.to_string()))?;
+    if bytes.pop() != Some(b'}') {
+        return Err(CacheError::Invalid("the file head is not an object".into()));
+    }
+    bytes.reserve(configuration.len() + 20);
+    bytes.extend_from_slice(b",\"configuration\":");
+    bytes.extend_from_slice(configuration.as_bytes());
+    bytes.push(b'}');
+    Ok(bytes)
 }
 
 #[derive(Deserialize)]
@@ -291,9 +307,7 @@ impl ConfigCache {
                 return Ok((hash, 0));
             };
             let written_at = Timestamp::now();
-            let raw = RawValue::from_string(configuration)
-                .map_err(|e| CacheError::Invalid(e.to_string()))?;
-            let bytes = serde_json::to_vec(&FileRef {
+            let head = FileHead {
                 format: FORMAT,
                 gatehouse_version: env!("CARGO_PKG_VERSION"),
                 version,
@@ -301,9 +315,8 @@ impl ConfigCache {
                 configuration_hash: &hash,
                 node: &node,
                 revoked: &revoked,
-                configuration: &raw,
-            })
-            .map_err(|e| CacheError::Invalid(e.to_string()))?;
+            };
+            let bytes = file_bytes(&head, &configuration)?;
             write_atomically(&path, &bytes)?;
             tracing::debug!(
                 version,
@@ -392,8 +405,7 @@ mod tests {
             admin_token_digests: vec!["ab".into()],
         };
         let revoked = [(Uuid::new_v4(), Timestamp(5_000_000))];
-        let raw = RawValue::from_string(configuration).unwrap();
-        let bytes = serde_json::to_vec(&FileRef {
+        let head = FileHead {
             format: FORMAT,
             gatehouse_version: "test",
             version: 42,
@@ -401,9 +413,8 @@ mod tests {
             configuration_hash: &hash,
             node: &node,
             revoked: &revoked,
-            configuration: &raw,
-        })
-        .unwrap();
+        };
+        let bytes = file_bytes(&head, &configuration).unwrap();
         write_atomically(&path, &bytes).unwrap();
         #[cfg(unix)]
         {
