@@ -387,6 +387,7 @@ mod tests {
             service_id: None,
             route_id: None,
             consumer_id: None,
+            certificate_id: None,
             created_at: 1,
             body: serde_json::json!({"name": "svc", "host": "example.test"}),
         };

@@ -1,4 +1,6 @@
-//! Services, routes, consumers and plugins in the Kong Admin API format (spec B, D.1, D.3).
+//! Services, routes, consumers, plugins, certificates, SNIs and CA certificates in the Kong
+//! Admin API format (spec B, D.1, D.3); what certificates need beyond the rest is in
+//! [`crate::certificates`].
 //!
 //! [`routes`] is mounted twice: under `/v2/control-planes/{cp}/core-entities` (Konnect) and at
 //! the root for the control plane named `default` (Kong). Every handler works on one
@@ -15,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use gatehouse_core::gateway::certificates::{CaCertificate, Certificate, Sni};
 use gatehouse_core::gateway::{
     Consumer, CoreEntity, EntityKind as K, Plugin, Route, Service, merge_patch,
 };
@@ -227,7 +230,7 @@ fn coerce_form(v: &mut Value) {
     }
 }
 
-fn internal(e: StoreError) -> KongError {
+pub(crate) fn internal(e: StoreError) -> KongError {
     if let StoreError::Unavailable(_) = e {
         tracing::warn!(error = %e, "core entity storage unavailable");
         return KongError::Unavailable;
@@ -243,7 +246,15 @@ fn ok(status: StatusCode, body: Value) -> Response {
 /// The Kong Admin API routes for core entities (relative; see the module docs for mounting).
 pub fn routes() -> Router<AdminState> {
     let mut r = Router::new();
-    for kind in [K::Service, K::Route, K::Consumer, K::Plugin] {
+    for kind in [
+        K::Service,
+        K::Route,
+        K::Consumer,
+        K::Plugin,
+        K::Certificate,
+        K::Sni,
+        K::CaCertificate,
+    ] {
         let collection = format!("/{}", kind.as_str());
         let item = format!("/{}/{{item}}", kind.as_str());
         r = r
@@ -285,6 +296,7 @@ pub fn routes() -> Router<AdminState> {
         (K::Service, K::Plugin),
         (K::Route, K::Plugin),
         (K::Consumer, K::Plugin),
+        (K::Certificate, K::Sni),
     ];
     for (parent, child) in nested {
         let collection = format!("/{}/{{parent}}/{}", parent.as_str(), child.as_str());
@@ -359,6 +371,9 @@ async fn find(st: &AdminState, cp: Uuid, kind: K, raw: &str) -> Result<CoreEntit
     let store = st.identity.store();
     let found = match Uuid::parse_str(raw) {
         Ok(id) => store.get_core_entity(cp, kind, id).await,
+        Err(_) if kind == K::Certificate => return crate::certificates::by_sni(st, cp, raw).await,
+        // Only the id addresses a CA certificate.
+        Err(_) if kind == K::CaCertificate => Ok(None),
         Err(_) => store.core_entity_by_key(cp, kind, raw).await,
     }
     .map_err(internal)?;
@@ -371,7 +386,8 @@ fn belongs(e: &CoreEntity, parent: Option<(K, Uuid)>) -> bool {
         Some((K::Service, id)) => e.service_id == Some(id),
         Some((K::Route, id)) => e.route_id == Some(id),
         Some((K::Consumer, id)) => e.consumer_id == Some(id),
-        Some((K::Plugin, _)) => false,
+        Some((K::Certificate, id)) => e.certificate_id == Some(id),
+        Some((K::Plugin | K::Sni | K::CaCertificate, _)) => false,
     }
 }
 
@@ -390,13 +406,38 @@ async fn resolve_parent(
     }
 }
 
-/// What a client sees of a stored entity (plugin secrets decrypted).
-fn render(st: &AdminState, e: &CoreEntity) -> Value {
-    let mut body = e.body.clone();
-    if e.kind == K::Plugin {
-        crate::plugin_secrets::open(st, &mut body);
-    }
-    body
+/// What a client sees of stored entities: secrets opened, and certificates with the sorted
+/// names of their SNIs (Kong's `snis`).
+async fn render(
+    st: &AdminState,
+    cp: Uuid,
+    entities: &[CoreEntity],
+) -> Result<Vec<Value>, KongError> {
+    let snis = if entities.iter().any(|e| e.kind == K::Certificate) {
+        crate::certificates::sni_names(st, cp).await?
+    } else {
+        HashMap::new()
+    };
+    Ok(entities
+        .iter()
+        .map(|e| {
+            let mut body = e.body.clone();
+            match e.kind {
+                K::Plugin => crate::secrets::open(st, &mut body),
+                K::Certificate => {
+                    crate::secrets::open_certificate(st.identity.master_key(), &mut body);
+                    body["snis"] = json!(snis.get(&e.id).cloned().unwrap_or_default());
+                }
+                _ => {}
+            }
+            body
+        })
+        .collect())
+}
+
+async fn render_one(st: &AdminState, e: &CoreEntity) -> Result<Value, KongError> {
+    let mut one = render(st, e.control_plane_id, std::slice::from_ref(e)).await?;
+    one.pop().ok_or(KongError::Internal)
 }
 
 async fn list(
@@ -487,7 +528,7 @@ async fn list(
     });
     let page: Vec<CoreEntity> = matching.by_ref().take(size).collect();
     let more = matching.next().is_some();
-    let data: Vec<Value> = page.iter().map(|e| render(&st, e)).collect();
+    let data = render(&st, s.cp, &page).await?;
     let mut body = json!({"data": data, "next": null});
     if more && let Some(last) = page.last() {
         let token = B64.encode(last.id.to_string());
@@ -552,7 +593,7 @@ async fn get_item(st: AdminState, s: Scope, kind: K, parent: Option<K>) -> KResu
     if !belongs(&e, parent) {
         return Err(KongError::NotFound);
     }
-    Ok(ok(StatusCode::OK, render(&st, &e)))
+    Ok(ok(StatusCode::OK, render_one(&st, &e).await?))
 }
 
 async fn route_service(st: AdminState, s: Scope) -> KResult {
@@ -608,6 +649,12 @@ async fn resolve_references(st: &AdminState, cp: Uuid, body: &mut Value) -> Resu
     Ok(())
 }
 
+/// A validated entity, and the SNI names a certificate's body listed (`None`: absent).
+struct Validated {
+    entity: CoreEntity,
+    snis: Option<Vec<String>>,
+}
+
 /// Validates `body` as an entity of `kind` with this id and creation time.
 fn validate(
     st: &AdminState,
@@ -616,9 +663,9 @@ fn validate(
     id: Uuid,
     body: Value,
     created_at: i64,
-) -> Result<CoreEntity, KongError> {
+) -> Result<Validated, KongError> {
     let now = gatehouse_core::Timestamp::now().unix_seconds();
-    Ok(match kind {
+    let entity = match kind {
         K::Service => Service::from_input(id, body, created_at, now)?.to_entity(cp),
         K::Route => Route::from_input(id, body, created_at, now)?.to_entity(cp),
         K::Consumer => Consumer::from_input(id, body, created_at, now)?.to_entity(cp),
@@ -633,13 +680,39 @@ fn validate(
                 return Err(KongError::Schema(fields));
             }
             let mut e = p.to_entity(cp);
-            crate::plugin_secrets::seal(st, &mut e.body)?;
+            crate::secrets::seal(st, &mut e.body)?;
             e
         }
-    })
+        K::Certificate => {
+            let input = Certificate::from_input(id, body, created_at, now)?;
+            let mut e = input.certificate.to_entity(cp);
+            crate::secrets::seal_certificate(st.identity.master_key(), &mut e.body)?;
+            return Ok(Validated {
+                entity: e,
+                snis: input.snis,
+            });
+        }
+        K::Sni => Sni::from_input(id, body, created_at, now)?.to_entity(cp),
+        K::CaCertificate => CaCertificate::from_input(id, body, created_at, now)?.to_entity(cp),
+    };
+    Ok(Validated { entity, snis: None })
 }
 
-fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
+/// Writes a validated entity: inserted, or updated from `read` (the body it was read as).
+/// A certificate's `snis`, when given, replace its SNIs in the same transaction.
+async fn save(st: &AdminState, v: &Validated, read: Option<&Value>) -> Result<(), KongError> {
+    if let Some(names) = &v.snis {
+        return crate::certificates::save(st, &v.entity, read, names).await;
+    }
+    let store = st.identity.store();
+    match read {
+        Some(read) => store.update_core_entity(&v.entity, read).await,
+        None => store.insert_core_entity(&v.entity).await,
+    }
+    .map_err(|e| store_error(e, &v.entity))
+}
+
+pub(crate) fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
     match e {
         StoreError::Duplicate("endpoint_key") => {
             let field = entity.kind.endpoint_key();
@@ -647,6 +720,7 @@ fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
         }
         StoreError::Duplicate("alt_key") => match entity.kind {
             K::Consumer => KongError::Unique(json!({"custom_id": entity.alt_key})),
+            K::CaCertificate => KongError::Unique(json!({"cert_digest": entity.alt_key})),
             _ => {
                 let b = &entity.body;
                 KongError::Unique(json!({
@@ -694,14 +768,10 @@ async fn create(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
         None => Uuid::new_v4(),
     };
     let now = gatehouse_core::Timestamp::now().unix_seconds();
-    let entity = validate(&st, s.cp, kind, id, body, now)?;
-    st.identity
-        .store()
-        .insert_core_entity(&entity)
-        .await
-        .map_err(|e| store_error(e, &entity))?;
+    let v = validate(&st, s.cp, kind, id, body, now)?;
+    save(&st, &v, None).await?;
     crate::sync::settle(&st).await;
-    Ok(ok(StatusCode::CREATED, render(&st, &entity)))
+    Ok(ok(StatusCode::CREATED, render_one(&st, &v.entity).await?))
 }
 
 async fn upsert(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: Value) -> KResult {
@@ -709,7 +779,7 @@ async fn upsert(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
     let raw = s.param("item")?.to_owned();
     let existing = match find(&st, s.cp, kind, &raw).await {
         Ok(e) => Some(e),
-        Err(KongError::NotFound) => None,
+        Err(KongError::NotFound | KongError::SniNotFound) => None,
         Err(e) => return Err(e),
     };
     if let Some(e) = &existing
@@ -722,31 +792,37 @@ async fn upsert(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
     let (id, created_at) = match (&existing, Uuid::parse_str(&raw)) {
         (Some(e), _) => (e.id, e.created_at),
         (None, Ok(id)) => (id, gatehouse_core::Timestamp::now().unix_seconds()),
+        (None, Err(_)) if kind == K::CaCertificate => {
+            let mut f = gatehouse_core::kong_schema::FieldErrors::new();
+            f.add("id", "expected a valid UUID");
+            return Err(KongError::Schema(f));
+        }
         (None, Err(_)) => {
-            // PUT /services/{name}: the path names the entity.
-            body[kind.endpoint_key()] = Value::String(raw.clone());
+            // PUT /services/{name}: the path names the entity (a certificate's: an SNI,
+            // added below).
+            if kind != K::Certificate {
+                body[kind.endpoint_key()] = Value::String(raw.clone());
+            }
             (
                 Uuid::new_v4(),
                 gatehouse_core::Timestamp::now().unix_seconds(),
             )
         }
     };
-    if existing.is_some()
-        && Uuid::parse_str(&raw).is_err()
-        && body.get(kind.endpoint_key()).is_none()
-    {
+    let by_name = Uuid::parse_str(&raw).is_err();
+    if kind == K::Certificate {
+        // A PUT replaces the whole certificate, SNIs included: none listed means none (and
+        // `PUT /certificates/{name}` keeps that name).
+        if body.get("snis").is_none_or(Value::is_null) {
+            body["snis"] = if by_name { json!([raw]) } else { json!([]) };
+        }
+    } else if existing.is_some() && by_name && body.get(kind.endpoint_key()).is_none() {
         body[kind.endpoint_key()] = Value::String(raw.clone());
     }
-    let entity = validate(&st, s.cp, kind, id, body, created_at)?;
-    let store = st.identity.store();
-    let result = if let Some(read) = &existing {
-        store.update_core_entity(&entity, &read.body).await
-    } else {
-        store.insert_core_entity(&entity).await
-    };
-    result.map_err(|e| store_error(e, &entity))?;
+    let v = validate(&st, s.cp, kind, id, body, created_at)?;
+    save(&st, &v, existing.as_ref().map(|e| &e.body)).await?;
     crate::sync::settle(&st).await;
-    Ok(ok(StatusCode::OK, render(&st, &entity)))
+    Ok(ok(StatusCode::OK, render_one(&st, &v.entity).await?))
 }
 
 async fn patch(st: AdminState, s: Scope, kind: K, parent: Option<K>, body: Value) -> KResult {
@@ -757,7 +833,13 @@ async fn patch(st: AdminState, s: Scope, kind: K, parent: Option<K>, body: Value
     }
     let mut body = body;
     resolve_references(&st, s.cp, &mut body).await?;
-    let mut current = render(&st, &existing);
+    let mut current = render_one(&st, &existing).await?;
+    if kind == K::Certificate && body.get("snis").is_none() {
+        // Without `snis` a PATCH leaves the certificate's SNIs alone.
+        if let Value::Object(m) = &mut current {
+            m.remove("snis");
+        }
+    }
     if kind == K::Service && body.get("url").is_some() {
         // The shorthand replaces the parts it covers; the old ones must not linger.
         if let Value::Object(m) = &mut current {
@@ -767,14 +849,10 @@ async fn patch(st: AdminState, s: Scope, kind: K, parent: Option<K>, body: Value
         }
     }
     let merged = merge_patch(&current, body)?;
-    let entity = validate(&st, s.cp, kind, existing.id, merged, existing.created_at)?;
-    st.identity
-        .store()
-        .update_core_entity(&entity, &existing.body)
-        .await
-        .map_err(|e| store_error(e, &entity))?;
+    let v = validate(&st, s.cp, kind, existing.id, merged, existing.created_at)?;
+    save(&st, &v, Some(&existing.body)).await?;
     crate::sync::settle(&st).await;
-    Ok(ok(StatusCode::OK, render(&st, &entity)))
+    Ok(ok(StatusCode::OK, render_one(&st, &v.entity).await?))
 }
 
 async fn delete(st: AdminState, s: Scope, kind: K, parent: Option<K>) -> KResult {

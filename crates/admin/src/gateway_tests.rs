@@ -21,13 +21,13 @@ use uuid::Uuid;
 
 const TOKEN: &str = "gateway-admin-token";
 
-struct Env {
+pub(crate) struct Env {
     app: Router,
-    store: SharedStore,
+    pub(crate) store: SharedStore,
     gateway: Arc<Gateway>,
     source: Arc<crate::sync::StoreSource>,
-    default_cp: Uuid,
-    backend: &'static str,
+    pub(crate) default_cp: Uuid,
+    pub(crate) backend: &'static str,
 }
 
 fn postgres_url() -> String {
@@ -36,7 +36,7 @@ fn postgres_url() -> String {
 }
 
 /// The stores every test runs on: a fresh SQLite file and a fresh PostgreSQL schema.
-async fn stores() -> Vec<SharedStore> {
+pub(crate) async fn stores() -> Vec<SharedStore> {
     let dir = std::env::temp_dir().join(format!("gatehouse-gw-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = gatehouse_store::open(&dir.join("t.db").display().to_string())
@@ -64,7 +64,7 @@ async fn stores() -> Vec<SharedStore> {
     vec![sqlite, pg]
 }
 
-async fn env(store: SharedStore) -> Env {
+pub(crate) async fn env(store: SharedStore) -> Env {
     let version = store.change_version().await.unwrap();
     let identity = Identity::load(
         store.clone(),
@@ -126,7 +126,7 @@ async fn env(store: SharedStore) -> Env {
 }
 
 impl Env {
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
         let (status, body) = crate::tests::call_as(&self.app, TOKEN, method, uri, body).await;
         (status.as_u16(), body)
     }

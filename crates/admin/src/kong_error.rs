@@ -41,6 +41,8 @@ pub enum KongError {
     Unauthorized,
     /// 404.
     NotFound,
+    /// 404 for `/certificates/{name}` when no SNI has that name.
+    SniNotFound,
     /// 405.
     MethodNotAllowed,
     /// A request refused before its handler ran (408, 413, 414, a second `Host`), with
@@ -128,6 +130,7 @@ impl KongError {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"message": m})),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"})),
             Self::NotFound => (StatusCode::NOT_FOUND, json!({"message": "Not found"})),
+            Self::SniNotFound => (StatusCode::NOT_FOUND, json!({"message": "SNI not found"})),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"message": "Method not allowed"}),

@@ -10,14 +10,15 @@
 
 pub mod auth;
 pub mod cache;
+mod certificates;
 pub mod control_planes;
 pub mod core_entities;
 pub mod identity_api;
 pub mod kong_error;
 pub mod list;
 pub mod nodes;
-pub mod plugin_secrets;
 pub mod problem;
+pub mod secrets;
 pub mod sync;
 
 use axum::Router;
@@ -267,6 +268,8 @@ async fn status(
     (status, axum::Json(body)).into_response()
 }
 
+#[cfg(test)]
+mod certificate_tests;
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// The store as the proxy's configuration source: reads the served control plane's entities,
-/// opens the plugins' sealed secrets, and hands them to [`Gateway::apply`].
+/// opens sealed secrets (plugin settings, certificate keys), and hands them to [`Gateway::apply`].
 ///
 /// After the first load it reads only what changed: each change row names one entity
 /// (`<kind>:<id>`), which is read again (or found gone) and replaced in the set it keeps, and
@@ -39,8 +39,8 @@ pub struct StoreSource {
 struct Applied {
     /// Every entity as stored (plugin secrets sealed): what the configuration cache keeps.
     stored: Arc<BTreeMap<Uuid, Arc<CoreEntity>>>,
-    /// The plugins as they run: secrets opened.
-    opened_plugins: Arc<BTreeMap<Uuid, Arc<CoreEntity>>>,
+    /// The entities with sealed secrets (plugins, certificates) as they run: secrets opened.
+    opened: Arc<BTreeMap<Uuid, Arc<CoreEntity>>>,
 }
 
 /// Past this many changed entities in one batch, reading them one by one costs more than
@@ -72,21 +72,21 @@ impl StoreSource {
     pub fn install(&self, stored: Vec<CoreEntity>) -> Result<(), SinkError> {
         let mut applied = self.applied.lock();
         let mut next = Applied::default();
-        let (all, plugins) = (
+        let (all, opened) = (
             Arc::make_mut(&mut next.stored),
-            Arc::make_mut(&mut next.opened_plugins),
+            Arc::make_mut(&mut next.opened),
         );
         for e in stored {
             let same = applied.stored.get(&e.id).filter(|held| ***held == e);
             if let Some(held) = same {
-                if let Some(opened) = applied.opened_plugins.get(&e.id) {
-                    plugins.insert(e.id, opened.clone());
+                if let Some(held_opened) = applied.opened.get(&e.id) {
+                    opened.insert(e.id, held_opened.clone());
                 }
                 all.insert(e.id, held.clone());
                 continue;
             }
-            if e.kind == EntityKind::Plugin {
-                plugins.insert(e.id, Arc::new(self.opened(&e)));
+            if sealed(e.kind) {
+                opened.insert(e.id, Arc::new(self.opened(&e)));
             }
             all.insert(e.id, Arc::new(e));
         }
@@ -109,13 +109,13 @@ impl StoreSource {
         let mut guard = self.applied.lock();
         let applied = &mut *guard;
         let all = Arc::make_mut(&mut applied.stored);
-        let plugins = Arc::make_mut(&mut applied.opened_plugins);
+        let opened = Arc::make_mut(&mut applied.opened);
         for (id, entity) in fresh {
-            plugins.remove(&id);
+            opened.remove(&id);
             match entity {
                 Some(e) => {
-                    if e.kind == EntityKind::Plugin {
-                        plugins.insert(id, Arc::new(self.opened(&e)));
+                    if sealed(e.kind) {
+                        opened.insert(id, Arc::new(self.opened(&e)));
                     }
                     all.insert(id, Arc::new(e));
                 }
@@ -127,17 +127,19 @@ impl StoreSource {
         self.apply_set(applied)
     }
 
-    /// A plugin as it runs: its sealed secrets opened.
+    /// An entity as it runs: its sealed secrets opened.
     fn opened(&self, stored: &CoreEntity) -> CoreEntity {
         let mut e = stored.clone();
-        if let Some(name) = e
+        if e.kind == EntityKind::Certificate {
+            crate::secrets::open_certificate(self.identity.master_key(), &mut e.body);
+        } else if let Some(name) = e
             .body
             .get("name")
             .and_then(|n| n.as_str())
             .map(str::to_owned)
             && let Some(config) = e.body.get_mut("config")
         {
-            crate::plugin_secrets::open_config(
+            crate::secrets::open_config(
                 self.gateway.registry(),
                 self.identity.master_key(),
                 &name,
@@ -150,8 +152,8 @@ impl StoreSource {
     /// Hands `set` to the gateway (called with the set's lock held: no await).
     fn apply_set(&self, set: &Applied) -> Result<(), SinkError> {
         self.gateway.apply(set.stored.values().map(|e| {
-            if e.kind == EntityKind::Plugin {
-                set.opened_plugins.get(&e.id).unwrap_or(e)
+            if sealed(e.kind) {
+                set.opened.get(&e.id).unwrap_or(e)
             } else {
                 e
             }
@@ -163,6 +165,11 @@ impl StoreSource {
     pub fn entities(&self) -> Arc<BTreeMap<Uuid, Arc<CoreEntity>>> {
         self.applied.lock().stored.clone()
     }
+}
+
+/// Whether entities of `kind` are stored with sealed secrets (plugins, certificates).
+fn sealed(kind: EntityKind) -> bool {
+    matches!(kind, EntityKind::Plugin | EntityKind::Certificate)
 }
 
 #[async_trait]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// The four kinds of core entity.
+/// The kinds of core entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntityKind {
@@ -27,6 +27,12 @@ pub enum EntityKind {
     Consumer,
     /// `/plugins`
     Plugin,
+    /// `/certificates`
+    Certificate,
+    /// `/snis`
+    Sni,
+    /// `/ca_certificates`
+    CaCertificate,
 }
 
 impl EntityKind {
@@ -37,6 +43,9 @@ impl EntityKind {
             Self::Route => "routes",
             Self::Consumer => "consumers",
             Self::Plugin => "plugins",
+            Self::Certificate => "certificates",
+            Self::Sni => "snis",
+            Self::CaCertificate => "ca_certificates",
         }
     }
 
@@ -47,6 +56,9 @@ impl EntityKind {
             "routes" => Self::Route,
             "consumers" => Self::Consumer,
             "plugins" => Self::Plugin,
+            "certificates" => Self::Certificate,
+            "snis" => Self::Sni,
+            "ca_certificates" => Self::CaCertificate,
             _ => return None,
         })
     }
@@ -54,9 +66,12 @@ impl EntityKind {
     /// The field that can stand for the id in URLs (Kong's `endpoint_key`).
     pub fn endpoint_key(self) -> &'static str {
         match self {
-            Self::Service | Self::Route => "name",
+            Self::Service | Self::Route | Self::Sni => "name",
             Self::Consumer => "username",
             Self::Plugin => "instance_name",
+            // Certificates have no endpoint key of their own (Kong addresses them by SNI name
+            // too, which the admin layer resolves).
+            Self::Certificate | Self::CaCertificate => "id",
         }
     }
 
@@ -67,6 +82,9 @@ impl EntityKind {
             Self::Route => "route",
             Self::Consumer => "consumer",
             Self::Plugin => "plugin",
+            Self::Certificate => "certificate",
+            Self::Sni => "sni",
+            Self::CaCertificate => "ca_certificate",
         }
     }
 }
@@ -147,6 +165,9 @@ pub struct CoreEntity {
     pub route_id: Option<Uuid>,
     /// The consumer it references.
     pub consumer_id: Option<Uuid>,
+    /// The certificate it references (an SNI's certificate).
+    #[serde(default)]
+    pub certificate_id: Option<Uuid>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
     /// The entity as the Admin API returns it.
@@ -352,6 +373,7 @@ impl Service {
             service_id: None,
             route_id: None,
             consumer_id: None,
+            certificate_id: None,
             created_at: self.created_at,
             body: to_value(self),
         }
@@ -703,6 +725,7 @@ impl Route {
             service_id: self.service.map(|s| s.id),
             route_id: None,
             consumer_id: None,
+            certificate_id: None,
             created_at: self.created_at,
             body: to_value(self),
         }
@@ -823,6 +846,7 @@ impl Consumer {
             service_id: None,
             route_id: None,
             consumer_id: None,
+            certificate_id: None,
             created_at: self.created_at,
             body: to_value(self),
         }
@@ -977,6 +1001,7 @@ impl Plugin {
             service_id: self.service.map(|s| s.id),
             route_id: self.route.map(|s| s.id),
             consumer_id: self.consumer.map(|s| s.id),
+            certificate_id: None,
             created_at: self.created_at,
             body: to_value(self),
         }
@@ -1009,6 +1034,8 @@ pub fn merge_patch(current: &Value, patch: Value) -> Result<Value, FieldErrors> 
     }
     Ok(out)
 }
+
+pub mod certificates;
 
 #[cfg(test)]
 mod tests;

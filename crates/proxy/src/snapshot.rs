@@ -316,6 +316,8 @@ pub fn build<'a>(
                     },
                 );
             }
+            // TLS material is the handshake's business, not the router's.
+            EntityKind::Certificate | EntityKind::Sni | EntityKind::CaCertificate => {}
         }
     }
     // Plugins gone since the last build.

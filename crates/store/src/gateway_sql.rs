@@ -8,7 +8,7 @@
 use crate::{Col, ColKind, col};
 
 pub(crate) const CONTROL_PLANE_COLS: &str = "id, name, description, labels, cluster_type, auth_type, cloud_gateway, proxy_urls, created_at, updated_at";
-pub(crate) const CORE_ENTITY_COLS: &str = "control_plane_id, kind, id, endpoint_key, alt_key, service_id, route_id, consumer_id, created_at, body";
+pub(crate) const CORE_ENTITY_COLS: &str = "control_plane_id, kind, id, endpoint_key, alt_key, service_id, route_id, consumer_id, certificate_id, created_at, body";
 
 pub(crate) const CONTROL_PLANE_LIST: &[Col] = &[
     col("id", "id", ColKind::Text),
@@ -24,288 +24,228 @@ macro_rules! gateway_sql {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::GatewayStore for $store {
-        async fn create_control_plane(&self, cp: &gatehouse_core::gateway::ControlPlane) -> Result<()> {
-            let mut qb: Qb = QueryBuilder::new(format!(
-                "INSERT INTO control_planes ({}) VALUES (",
-                $crate::gateway_sql::CONTROL_PLANE_COLS
-            ));
-            let mut sep = qb.separated(", ");
-            sep.push_bind(cp.id.to_string())
-                .push_bind(cp.name.clone())
-                .push_bind(cp.description.clone())
-                .push_bind(to_json(&cp.labels))
-                .push_bind(cp.cluster_type.clone())
-                .push_bind(cp.auth_type.clone())
-                .push_bind(cp.cloud_gateway)
-                .push_bind(to_json(&cp.proxy_urls))
-                .push_bind(cp.created_at.0)
-                .push_bind(cp.updated_at.0);
-            qb.push(")");
-            qb.build().execute(&self.pool).await.map_err(db_err)?;
-            Ok(())
-        }
-
-        async fn get_control_plane(
-            &self,
-            id: Uuid,
-        ) -> Result<Option<gatehouse_core::gateway::ControlPlane>> {
-            self.control_plane_where("id", id.to_string()).await
-        }
-
-        async fn control_plane_by_name(
-            &self,
-            name: &str,
-        ) -> Result<Option<gatehouse_core::gateway::ControlPlane>> {
-            self.control_plane_where("name", name.to_owned()).await
-        }
-
-        async fn list_control_planes(
-            &self,
-            q: &ListQuery,
-        ) -> Result<Page<gatehouse_core::gateway::ControlPlane>> {
-            let (rows, total) = self
-                .page::<rows::ControlPlaneRow>(
-                    "control_planes",
-                    $crate::gateway_sql::CONTROL_PLANE_COLS,
-                    &[],
-                    "",
-                    $crate::gateway_sql::CONTROL_PLANE_LIST,
-                    q,
-                    "created_at ASC, id ASC",
-                )
-                .await?;
-            Ok(Page {
-                items: convert(rows)?,
-                total,
-            })
-        }
-
-        async fn update_control_plane(
-            &self,
-            cp: &gatehouse_core::gateway::ControlPlane,
-            read: gatehouse_core::Timestamp,
-        ) -> Result<()> {
-            let mut qb: Qb = QueryBuilder::new("UPDATE control_planes SET name = ");
-            qb.push_bind(cp.name.clone())
-                .push(", description = ")
-                .push_bind(cp.description.clone())
-                .push(", labels = ")
-                .push_bind(to_json(&cp.labels))
-                .push(", cluster_type = ")
-                .push_bind(cp.cluster_type.clone())
-                .push(", auth_type = ")
-                .push_bind(cp.auth_type.clone())
-                .push(", cloud_gateway = ")
-                .push_bind(cp.cloud_gateway)
-                .push(", proxy_urls = ")
-                .push_bind(to_json(&cp.proxy_urls))
-                .push(", updated_at = ")
-                .push_bind(cp.updated_at.0)
-                .push(" WHERE id = ")
-                .push_bind(cp.id.to_string())
-                .push(" AND updated_at = ")
-                .push_bind(read.0);
-            self.exec_cas(qb, "control_planes", &[("id", cp.id.to_string())])
-                .await
-        }
-
-        async fn delete_control_plane(&self, id: Uuid) -> Result<()> {
-            let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
-            let mut qb: Qb = QueryBuilder::new("DELETE FROM core_entities WHERE control_plane_id = ");
-            qb.push_bind(id.to_string());
-            qb.build().execute(&mut *tx).await.map_err(db_err)?;
-            let mut qb: Qb = QueryBuilder::new("DELETE FROM control_planes WHERE id = ");
-            qb.push_bind(id.to_string());
-            let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
+            async fn create_control_plane(
+                &self,
+                cp: &gatehouse_core::gateway::ControlPlane,
+            ) -> Result<()> {
+                let mut qb: Qb = QueryBuilder::new(format!(
+                    "INSERT INTO control_planes ({}) VALUES (",
+                    $crate::gateway_sql::CONTROL_PLANE_COLS
+                ));
+                let mut sep = qb.separated(", ");
+                sep.push_bind(cp.id.to_string())
+                    .push_bind(cp.name.clone())
+                    .push_bind(cp.description.clone())
+                    .push_bind(to_json(&cp.labels))
+                    .push_bind(cp.cluster_type.clone())
+                    .push_bind(cp.auth_type.clone())
+                    .push_bind(cp.cloud_gateway)
+                    .push_bind(to_json(&cp.proxy_urls))
+                    .push_bind(cp.created_at.0)
+                    .push_bind(cp.updated_at.0);
+                qb.push(")");
+                qb.build().execute(&self.pool).await.map_err(db_err)?;
+                Ok(())
             }
-            tx.commit().await.map_err(db_err)
-        }
 
-        async fn core_entities(
-            &self,
-            cp: Uuid,
-            kind: Option<gatehouse_core::gateway::EntityKind>,
-        ) -> Result<Vec<gatehouse_core::gateway::CoreEntity>> {
-            let mut qb: Qb = QueryBuilder::new(format!(
-                "SELECT {} FROM core_entities WHERE control_plane_id = ",
-                $crate::gateway_sql::CORE_ENTITY_COLS
-            ));
-            qb.push_bind(cp.to_string());
-            if let Some(k) = kind {
-                qb.push(" AND kind = ").push_bind(k.as_str());
+            async fn get_control_plane(
+                &self,
+                id: Uuid,
+            ) -> Result<Option<gatehouse_core::gateway::ControlPlane>> {
+                self.control_plane_where("id", id.to_string()).await
             }
-            qb.push(" ORDER BY id ASC");
-            let rows: Vec<rows::CoreEntityRow> =
-                qb.build_query_as().fetch_all(&self.pool).await.map_err(db_err)?;
-            convert(rows)
-        }
 
-        async fn get_core_entity(
-            &self,
-            cp: Uuid,
-            kind: gatehouse_core::gateway::EntityKind,
-            id: Uuid,
-        ) -> Result<Option<gatehouse_core::gateway::CoreEntity>> {
-            self.core_entity_where(cp, kind, "id", id.to_string()).await
-        }
+            async fn control_plane_by_name(
+                &self,
+                name: &str,
+            ) -> Result<Option<gatehouse_core::gateway::ControlPlane>> {
+                self.control_plane_where("name", name.to_owned()).await
+            }
 
-        async fn core_entity_by_key(
-            &self,
-            cp: Uuid,
-            kind: gatehouse_core::gateway::EntityKind,
-            key: &str,
-        ) -> Result<Option<gatehouse_core::gateway::CoreEntity>> {
-            self.core_entity_where(cp, kind, "endpoint_key", key.to_owned()).await
-        }
+            async fn list_control_planes(
+                &self,
+                q: &ListQuery,
+            ) -> Result<Page<gatehouse_core::gateway::ControlPlane>> {
+                let (rows, total) = self
+                    .page::<rows::ControlPlaneRow>(
+                        "control_planes",
+                        $crate::gateway_sql::CONTROL_PLANE_COLS,
+                        &[],
+                        "",
+                        $crate::gateway_sql::CONTROL_PLANE_LIST,
+                        q,
+                        "created_at ASC, id ASC",
+                    )
+                    .await?;
+                Ok(Page {
+                    items: convert(rows)?,
+                    total,
+                })
+            }
 
-        async fn core_entity_by_alt_key(
-            &self,
-            cp: Uuid,
-            kind: gatehouse_core::gateway::EntityKind,
-            key: &str,
-        ) -> Result<Option<gatehouse_core::gateway::CoreEntity>> {
-            self.core_entity_where(cp, kind, "alt_key", key.to_owned()).await
-        }
+            async fn update_control_plane(
+                &self,
+                cp: &gatehouse_core::gateway::ControlPlane,
+                read: gatehouse_core::Timestamp,
+            ) -> Result<()> {
+                let mut qb: Qb = QueryBuilder::new("UPDATE control_planes SET name = ");
+                qb.push_bind(cp.name.clone())
+                    .push(", description = ")
+                    .push_bind(cp.description.clone())
+                    .push(", labels = ")
+                    .push_bind(to_json(&cp.labels))
+                    .push(", cluster_type = ")
+                    .push_bind(cp.cluster_type.clone())
+                    .push(", auth_type = ")
+                    .push_bind(cp.auth_type.clone())
+                    .push(", cloud_gateway = ")
+                    .push_bind(cp.cloud_gateway)
+                    .push(", proxy_urls = ")
+                    .push_bind(to_json(&cp.proxy_urls))
+                    .push(", updated_at = ")
+                    .push_bind(cp.updated_at.0)
+                    .push(" WHERE id = ")
+                    .push_bind(cp.id.to_string())
+                    .push(" AND updated_at = ")
+                    .push_bind(read.0);
+                self.exec_cas(qb, "control_planes", &[("id", cp.id.to_string())])
+                    .await
+            }
 
-        async fn insert_core_entity(&self, e: &gatehouse_core::gateway::CoreEntity) -> Result<()> {
-            let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
-            Self::check_core_entity(&mut tx, e, true).await?;
-            let mut qb: Qb = QueryBuilder::new(format!(
-                "INSERT INTO core_entities ({}) VALUES (",
-                $crate::gateway_sql::CORE_ENTITY_COLS
-            ));
-            let mut sep = qb.separated(", ");
-            sep.push_bind(e.control_plane_id.to_string())
-                .push_bind(e.kind.as_str())
-                .push_bind(e.id.to_string())
-                .push_bind(e.endpoint_key.clone())
-                .push_bind(e.alt_key.clone())
-                .push_bind(e.service_id.map(|u| u.to_string()))
-                .push_bind(e.route_id.map(|u| u.to_string()))
-                .push_bind(e.consumer_id.map(|u| u.to_string()))
-                .push_bind(e.created_at)
-                .push_bind(e.body.to_string());
-            qb.push(")");
-            qb.build().execute(&mut *tx).await.map_err(db_err)?;
-            tx.commit().await.map_err(db_err)
-        }
-
-        async fn update_core_entity(
-            &self,
-            e: &gatehouse_core::gateway::CoreEntity,
-            read: &serde_json::Value,
-        ) -> Result<()> {
-            let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
-            Self::check_core_entity(&mut tx, e, false).await?;
-            let mut qb: Qb = QueryBuilder::new("UPDATE core_entities SET endpoint_key = ");
-            qb.push_bind(e.endpoint_key.clone())
-                .push(", alt_key = ")
-                .push_bind(e.alt_key.clone())
-                .push(", service_id = ")
-                .push_bind(e.service_id.map(|u| u.to_string()))
-                .push(", route_id = ")
-                .push_bind(e.route_id.map(|u| u.to_string()))
-                .push(", consumer_id = ")
-                .push_bind(e.consumer_id.map(|u| u.to_string()))
-                .push(", body = ")
-                .push_bind(e.body.to_string())
-                .push(" WHERE control_plane_id = ")
-                .push_bind(e.control_plane_id.to_string())
-                .push(" AND kind = ")
-                .push_bind(e.kind.as_str())
-                .push(" AND id = ")
-                .push_bind(e.id.to_string())
-                .push(" AND body = ")
-                .push_bind(read.to_string());
-            let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
-            if done.rows_affected() == 0 {
-                let mut exists: Qb =
-                    QueryBuilder::new("SELECT 1 FROM core_entities WHERE control_plane_id = ");
-                exists
-                    .push_bind(e.control_plane_id.to_string())
-                    .push(" AND kind = ")
-                    .push_bind(e.kind.as_str())
-                    .push(" AND id = ")
-                    .push_bind(e.id.to_string());
-                let found: Option<i32> = exists
-                    .build_query_scalar()
-                    .fetch_optional(&mut *tx)
+            async fn delete_control_plane(&self, id: Uuid) -> Result<()> {
+                let mut tx = self
+                    .pool
+                    .begin_with(dialect::BEGIN_WRITE)
                     .await
                     .map_err(db_err)?;
-                return Err(if found.is_some() {
-                    StoreError::Stale
-                } else {
-                    StoreError::NotFound
-                });
-            }
-            tx.commit().await.map_err(db_err)
-        }
-
-        async fn delete_core_entity(
-            &self,
-            cp: Uuid,
-            kind: gatehouse_core::gateway::EntityKind,
-            id: Uuid,
-        ) -> Result<()> {
-            use gatehouse_core::gateway::EntityKind as K;
-            let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await.map_err(db_err)?;
-            let mut lock: Qb =
-                QueryBuilder::new("SELECT id FROM core_entities WHERE control_plane_id = ");
-            lock.push_bind(cp.to_string())
-                .push(" AND kind = ")
-                .push_bind(kind.as_str())
-                .push(" AND id = ")
-                .push_bind(id.to_string())
-                .push(dialect::LOCK_UPDATE);
-            let locked: Option<String> = lock
-                .build_query_scalar()
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            if locked.is_none() {
-                return Err(StoreError::NotFound);
-            }
-            let cascade_column = match kind {
-                K::Service => {
-                    let mut qb: Qb = QueryBuilder::new(
-                        "SELECT COUNT(*) FROM core_entities WHERE kind = 'routes' AND control_plane_id = ",
-                    );
-                    qb.push_bind(cp.to_string())
-                        .push(" AND service_id = ")
-                        .push_bind(id.to_string());
-                    let n: i64 = qb.build_query_scalar().fetch_one(&mut *tx).await.map_err(db_err)?;
-                    if n > 0 {
-                        return Err(StoreError::HasChildren);
-                    }
-                    Some("service_id")
-                }
-                K::Route => Some("route_id"),
-                K::Consumer => Some("consumer_id"),
-                K::Plugin => None,
-            };
-            if let Some(column) = cascade_column {
-                let mut qb: Qb = QueryBuilder::new(
-                    "DELETE FROM core_entities WHERE kind = 'plugins' AND control_plane_id = ",
-                );
-                qb.push_bind(cp.to_string())
-                    .push(format!(" AND {column} = "))
-                    .push_bind(id.to_string());
+                let mut qb: Qb =
+                    QueryBuilder::new("DELETE FROM core_entities WHERE control_plane_id = ");
+                qb.push_bind(id.to_string());
                 qb.build().execute(&mut *tx).await.map_err(db_err)?;
+                let mut qb: Qb = QueryBuilder::new("DELETE FROM control_planes WHERE id = ");
+                qb.push_bind(id.to_string());
+                let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                tx.commit().await.map_err(db_err)
             }
-            let mut qb: Qb = QueryBuilder::new("DELETE FROM core_entities WHERE control_plane_id = ");
-            qb.push_bind(cp.to_string())
-                .push(" AND kind = ")
-                .push_bind(kind.as_str())
-                .push(" AND id = ")
-                .push_bind(id.to_string());
-            let done = qb.build().execute(&mut *tx).await.map_err(db_err)?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
+
+            async fn core_entities(
+                &self,
+                cp: Uuid,
+                kind: Option<gatehouse_core::gateway::EntityKind>,
+            ) -> Result<Vec<gatehouse_core::gateway::CoreEntity>> {
+                let mut qb: Qb = QueryBuilder::new(format!(
+                    "SELECT {} FROM core_entities WHERE control_plane_id = ",
+                    $crate::gateway_sql::CORE_ENTITY_COLS
+                ));
+                qb.push_bind(cp.to_string());
+                if let Some(k) = kind {
+                    qb.push(" AND kind = ").push_bind(k.as_str());
+                }
+                qb.push(" ORDER BY id ASC");
+                let rows: Vec<rows::CoreEntityRow> = qb
+                    .build_query_as()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                convert(rows)
             }
-            tx.commit().await.map_err(db_err)
-        }
+
+            async fn get_core_entity(
+                &self,
+                cp: Uuid,
+                kind: gatehouse_core::gateway::EntityKind,
+                id: Uuid,
+            ) -> Result<Option<gatehouse_core::gateway::CoreEntity>> {
+                self.core_entity_where(cp, kind, "id", id.to_string()).await
+            }
+
+            async fn core_entity_by_key(
+                &self,
+                cp: Uuid,
+                kind: gatehouse_core::gateway::EntityKind,
+                key: &str,
+            ) -> Result<Option<gatehouse_core::gateway::CoreEntity>> {
+                self.core_entity_where(cp, kind, "endpoint_key", key.to_owned())
+                    .await
+            }
+
+            async fn core_entity_by_alt_key(
+                &self,
+                cp: Uuid,
+                kind: gatehouse_core::gateway::EntityKind,
+                key: &str,
+            ) -> Result<Option<gatehouse_core::gateway::CoreEntity>> {
+                self.core_entity_where(cp, kind, "alt_key", key.to_owned())
+                    .await
+            }
+
+            async fn insert_core_entity(
+                &self,
+                e: &gatehouse_core::gateway::CoreEntity,
+            ) -> Result<()> {
+                let mut tx = self
+                    .pool
+                    .begin_with(dialect::BEGIN_WRITE)
+                    .await
+                    .map_err(db_err)?;
+                Self::insert_core_in(&mut tx, e).await?;
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn update_core_entity(
+                &self,
+                e: &gatehouse_core::gateway::CoreEntity,
+                read: &serde_json::Value,
+            ) -> Result<()> {
+                let mut tx = self
+                    .pool
+                    .begin_with(dialect::BEGIN_WRITE)
+                    .await
+                    .map_err(db_err)?;
+                Self::update_core_in(&mut tx, e, read).await?;
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn delete_core_entity(
+                &self,
+                cp: Uuid,
+                kind: gatehouse_core::gateway::EntityKind,
+                id: Uuid,
+            ) -> Result<()> {
+                let mut tx = self
+                    .pool
+                    .begin_with(dialect::BEGIN_WRITE)
+                    .await
+                    .map_err(db_err)?;
+                Self::delete_core_in(&mut tx, cp, kind, id).await?;
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn write_core_entities(
+                &self,
+                writes: &[$crate::CoreWrite<'_>],
+            ) -> std::result::Result<(), (usize, StoreError)> {
+                use $crate::CoreWrite as W;
+                let mut tx = self
+                    .pool
+                    .begin_with(dialect::BEGIN_WRITE)
+                    .await
+                    .map_err(|e| (0, db_err(e)))?;
+                for (i, w) in writes.iter().enumerate() {
+                    match w {
+                        W::Insert(e) => Self::insert_core_in(&mut tx, e).await,
+                        W::Update(e, read) => Self::update_core_in(&mut tx, e, read).await,
+                        W::Delete(cp, kind, id) => {
+                            Self::delete_core_in(&mut tx, *cp, *kind, *id).await
+                        }
+                    }
+                    .map_err(|e| (i, e))?;
+                }
+                tx.commit().await.map_err(|e| (writes.len(), db_err(e)))
+            }
         }
     };
 }
@@ -367,6 +307,7 @@ macro_rules! gateway_sql_helpers {
                 (K::Service, e.service_id),
                 (K::Route, e.route_id),
                 (K::Consumer, e.consumer_id),
+                (K::Certificate, e.certificate_id),
             ];
             for (kind, id) in refs {
                 let Some(id) = id else { continue };
@@ -414,6 +355,149 @@ macro_rules! gateway_sql_helpers {
                 if n > 0 {
                     return Err(StoreError::Duplicate(column));
                 }
+            }
+            Ok(())
+        }
+
+        async fn insert_core_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            e: &gatehouse_core::gateway::CoreEntity,
+        ) -> Result<()> {
+            Self::check_core_entity(tx, e, true).await?;
+            let mut qb: Qb = QueryBuilder::new(format!(
+                "INSERT INTO core_entities ({}) VALUES (",
+                $crate::gateway_sql::CORE_ENTITY_COLS
+            ));
+            let mut sep = qb.separated(", ");
+            sep.push_bind(e.control_plane_id.to_string())
+                .push_bind(e.kind.as_str())
+                .push_bind(e.id.to_string())
+                .push_bind(e.endpoint_key.clone())
+                .push_bind(e.alt_key.clone())
+                .push_bind(e.service_id.map(|u| u.to_string()))
+                .push_bind(e.route_id.map(|u| u.to_string()))
+                .push_bind(e.consumer_id.map(|u| u.to_string()))
+                .push_bind(e.certificate_id.map(|u| u.to_string()))
+                .push_bind(e.created_at)
+                .push_bind(e.body.to_string());
+            qb.push(")");
+            qb.build().execute(&mut **tx).await.map_err(db_err)?;
+            Ok(())
+        }
+
+        async fn update_core_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            e: &gatehouse_core::gateway::CoreEntity,
+            read: &serde_json::Value,
+        ) -> Result<()> {
+            Self::check_core_entity(tx, e, false).await?;
+            let mut qb: Qb = QueryBuilder::new("UPDATE core_entities SET endpoint_key = ");
+            qb.push_bind(e.endpoint_key.clone())
+                .push(", alt_key = ")
+                .push_bind(e.alt_key.clone())
+                .push(", service_id = ")
+                .push_bind(e.service_id.map(|u| u.to_string()))
+                .push(", route_id = ")
+                .push_bind(e.route_id.map(|u| u.to_string()))
+                .push(", consumer_id = ")
+                .push_bind(e.consumer_id.map(|u| u.to_string()))
+                .push(", certificate_id = ")
+                .push_bind(e.certificate_id.map(|u| u.to_string()))
+                .push(", body = ")
+                .push_bind(e.body.to_string())
+                .push(" WHERE control_plane_id = ")
+                .push_bind(e.control_plane_id.to_string())
+                .push(" AND kind = ")
+                .push_bind(e.kind.as_str())
+                .push(" AND id = ")
+                .push_bind(e.id.to_string())
+                .push(" AND body = ")
+                .push_bind(read.to_string());
+            let done = qb.build().execute(&mut **tx).await.map_err(db_err)?;
+            if done.rows_affected() == 0 {
+                let mut exists: Qb =
+                    QueryBuilder::new("SELECT 1 FROM core_entities WHERE control_plane_id = ");
+                exists
+                    .push_bind(e.control_plane_id.to_string())
+                    .push(" AND kind = ")
+                    .push_bind(e.kind.as_str())
+                    .push(" AND id = ")
+                    .push_bind(e.id.to_string());
+                let found: Option<i32> = exists
+                    .build_query_scalar()
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+                return Err(if found.is_some() {
+                    StoreError::Stale
+                } else {
+                    StoreError::NotFound
+                });
+            }
+            Ok(())
+        }
+
+        async fn delete_core_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            cp: Uuid,
+            kind: gatehouse_core::gateway::EntityKind,
+            id: Uuid,
+        ) -> Result<()> {
+            use gatehouse_core::gateway::EntityKind as K;
+            let mut lock: Qb =
+                QueryBuilder::new("SELECT id FROM core_entities WHERE control_plane_id = ");
+            lock.push_bind(cp.to_string())
+                .push(" AND kind = ")
+                .push_bind(kind.as_str())
+                .push(" AND id = ")
+                .push_bind(id.to_string())
+                .push(dialect::LOCK_UPDATE);
+            let locked: Option<String> = lock
+                .build_query_scalar()
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_err)?;
+            if locked.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let cascade_column = match kind {
+                K::Service => {
+                    let mut qb: Qb = QueryBuilder::new(
+                        "SELECT COUNT(*) FROM core_entities WHERE kind = 'routes' AND control_plane_id = ",
+                    );
+                    qb.push_bind(cp.to_string())
+                        .push(" AND service_id = ")
+                        .push_bind(id.to_string());
+                    let n: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await.map_err(db_err)?;
+                    if n > 0 {
+                        return Err(StoreError::HasChildren);
+                    }
+                    Some(("plugins", "service_id"))
+                }
+                K::Route => Some(("plugins", "route_id")),
+                K::Consumer => Some(("plugins", "consumer_id")),
+                // A certificate's SNIs go with it (Kong deletes them too).
+                K::Certificate => Some(("snis", "certificate_id")),
+                K::Plugin | K::Sni | K::CaCertificate => None,
+            };
+            if let Some((children, column)) = cascade_column {
+                let mut qb: Qb = QueryBuilder::new("DELETE FROM core_entities WHERE kind = ");
+                qb.push_bind(children)
+                    .push(" AND control_plane_id = ")
+                    .push_bind(cp.to_string())
+                    .push(format!(" AND {column} = "))
+                    .push_bind(id.to_string());
+                qb.build().execute(&mut **tx).await.map_err(db_err)?;
+            }
+            let mut qb: Qb = QueryBuilder::new("DELETE FROM core_entities WHERE control_plane_id = ");
+            qb.push_bind(cp.to_string())
+                .push(" AND kind = ")
+                .push_bind(kind.as_str())
+                .push(" AND id = ")
+                .push_bind(id.to_string());
+            let done = qb.build().execute(&mut **tx).await.map_err(db_err)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
             }
             Ok(())
         }

@@ -348,9 +348,27 @@ pub trait GatewayStore: Send + Sync + 'static {
     /// written and the answer is `Stale`. Two concurrent updates thus end with one winner,
     /// never one silently undoing the other.
     async fn update_core_entity(&self, e: &CoreEntity, read: &serde_json::Value) -> Result<()>;
-    /// Deletes a core entity and the plugins scoped to it; a service that routes still
-    /// reference is refused with `HasChildren`.
+    /// Deletes a core entity and what goes with it (the plugins scoped to it, a certificate's
+    /// SNIs); a service that routes still reference is refused with `HasChildren`.
     async fn delete_core_entity(&self, cp: Uuid, kind: EntityKind, id: Uuid) -> Result<()>;
+    /// Runs `writes` in order in one transaction, each with the checks of its single form:
+    /// all of them land or none does. The error carries the index of the write that failed
+    /// (`writes.len()` when the commit did).
+    async fn write_core_entities(
+        &self,
+        writes: &[CoreWrite<'_>],
+    ) -> std::result::Result<(), (usize, StoreError)>;
+}
+
+/// One write of [`GatewayStore::write_core_entities`].
+#[derive(Debug, Clone, Copy)]
+pub enum CoreWrite<'a> {
+    /// As [`GatewayStore::insert_core_entity`].
+    Insert(&'a CoreEntity),
+    /// As [`GatewayStore::update_core_entity`]: the entity and the body it was read as.
+    Update(&'a CoreEntity, &'a serde_json::Value),
+    /// As [`GatewayStore::delete_core_entity`]: control plane, kind, id.
+    Delete(Uuid, EntityKind, Uuid),
 }
 
 /// How long a request waits for a pooled database connection, including the attempts to

@@ -322,6 +322,7 @@ pub(crate) struct CoreEntityRow {
     pub service_id: Option<String>,
     pub route_id: Option<String>,
     pub consumer_id: Option<String>,
+    pub certificate_id: Option<String>,
     pub created_at: i64,
     pub body: String,
 }
@@ -343,6 +344,7 @@ impl TryFrom<CoreEntityRow> for gatehouse_core::gateway::CoreEntity {
             service_id: opt_uuid(r.service_id)?,
             route_id: opt_uuid(r.route_id)?,
             consumer_id: opt_uuid(r.consumer_id)?,
+            certificate_id: opt_uuid(r.certificate_id)?,
             created_at: r.created_at,
             body: json(&r.body, "entity body")?,
         })

@@ -482,6 +482,7 @@ fn entity(
         service_id: None,
         route_id: None,
         consumer_id: None,
+        certificate_id: None,
         created_at: 1,
         body: serde_json::json!({"id": id, "name": key}),
     }
