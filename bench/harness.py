@@ -288,7 +288,7 @@ class Gatehouse:
         argv = [
             binary, "serve",
             "--data-dir", data_dir,
-            "--proxy-listen", "127.0.0.1:0",
+            "--proxy-listen", "127.0.0.1:0", "--proxy-listen-tls", "127.0.0.1:0",
             "--admin-listen", "127.0.0.1:0",
             "--identity-listen", "127.0.0.1:0",
             *extra_args,

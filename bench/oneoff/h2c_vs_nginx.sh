@@ -34,7 +34,7 @@ http {
 CONF
 taskset -c 1 nginx -p $D -c $D/nginx.conf
 export GATEHOUSE_ADMIN_TOKEN=t
-taskset -c 1 $BIN serve --data-dir $D/gh --proxy-workers 1 --proxy-listen 127.0.0.1:$GHP \
+taskset -c 1 $BIN serve --data-dir $D/gh --proxy-workers 1 --proxy-listen 127.0.0.1:$GHP --proxy-listen-tls off \
   --admin-listen 127.0.0.1:$GHA --identity-listen 127.0.0.1:$GHI >$D/gh.out 2>$D/gh.log & GH=$!
 for i in $(seq 100); do curl -sf -m1 -H 'Authorization: Bearer t' localhost:$GHA/status >/dev/null && break; sleep 0.1; done
 curl -sf -H 'Authorization: Bearer t' -H 'content-type: application/json' localhost:$GHA/services \

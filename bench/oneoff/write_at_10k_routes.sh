@@ -7,7 +7,7 @@ psql -q postgres://postgres@127.0.0.1:5432/test -c "CREATE SCHEMA $S"
 URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$S"
 D=$(mktemp -d)
 export GATEHOUSE_ADMIN_TOKEN=t GATEHOUSE_MASTER_KEY=$(printf '5a%.0s' $(seq 32))
-start() { RUST_LOG=gatehouse_admin=debug,gatehouse_proxy=debug,info $BIN serve --database "$URL" --data-dir $D --proxy-listen 127.0.0.1:18000 --admin-listen 127.0.0.1:18001 --identity-listen 127.0.0.1:18002 >$D/out 2>>$D/log & PID=$!; for i in $(seq 100); do curl -sf -m1 -H 'Authorization: Bearer t' localhost:18001/status >/dev/null && break; sleep 0.2; done; }
+start() { RUST_LOG=gatehouse_admin=debug,gatehouse_proxy=debug,info $BIN serve --database "$URL" --data-dir $D --proxy-listen 127.0.0.1:18000 --proxy-listen-tls off --admin-listen 127.0.0.1:18001 --identity-listen 127.0.0.1:18002 >$D/out 2>>$D/log & PID=$!; for i in $(seq 100); do curl -sf -m1 -H 'Authorization: Bearer t' localhost:18001/status >/dev/null && break; sleep 0.2; done; }
 start
 A="curl -sf -H Authorization:Bearer\ t -H content-type:application/json"
 curl -sf -H 'Authorization: Bearer t' -H 'content-type: application/json' localhost:18001/services -d '{"name":"up","url":"http://127.0.0.1:9/"}' >/dev/null

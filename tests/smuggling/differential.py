@@ -288,7 +288,7 @@ def start_gatehouse(binary, scratch, proxy, upstream):
     env = dict(os.environ, GATEHOUSE_ADMIN_TOKEN=ADMIN_TOKEN, RUST_LOG="error")
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", os.path.join(scratch, "gatehouse"),
-         "--proxy-listen", f"127.0.0.1:{proxy}", "--admin-listen", f"127.0.0.1:{admin_port}",
+         "--proxy-listen", f"127.0.0.1:{proxy}", "--proxy-listen-tls", "off", "--admin-listen", f"127.0.0.1:{admin_port}",
          "--identity-listen", f"127.0.0.1:{identity_port}", "--proxy-workers", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(admin_port)

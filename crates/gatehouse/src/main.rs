@@ -83,6 +83,15 @@ struct ServeArgs {
     /// The proxy (data plane) listener.
     #[arg(long, env = "GATEHOUSE_PROXY_LISTEN", default_value = "0.0.0.0:8000")]
     proxy_listen: SocketAddr,
+    /// The proxy's TLS listener (HTTPS and HTTP/2; certificates by SNI from `certificates`
+    /// and `snis`, else the default one in the data directory); `off` turns it off.
+    #[arg(
+        long,
+        env = "GATEHOUSE_PROXY_LISTEN_TLS",
+        default_value = "0.0.0.0:8443",
+        value_parser = parse_listen
+    )]
+    proxy_listen_tls: Listen,
     /// How many threads serve the proxy, each with its own connections and upstream pool
     /// [default: one per CPU the process may use].
     #[arg(long, env = "GATEHOUSE_PROXY_WORKERS")]
@@ -221,6 +230,49 @@ impl LimitArgs {
             ..base
         }
     }
+}
+
+/// A listener address, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    text.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("{e}: expected host:port or off"))
+}
+
+/// The proxy's default certificate, `<data-dir>/proxy-default.crt` and `.key`: a self-signed
+/// ECDSA P-256 certificate for `localhost`, made on first start as Kong makes its own,
+/// served to clients whose server name no `snis` entity covers.
+fn default_proxy_certificate(data_dir: &Path) -> Result<gatehouse_proxy::tls::CertPair> {
+    let crt = data_dir.join("proxy-default.crt");
+    let key = data_dir.join("proxy-default.key");
+    if !crt.exists() || !key.exists() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("cannot generate the proxy's default key")?;
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .context("cannot make the proxy's default certificate")?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let cert = params
+            .self_signed(&pair)
+            .context("cannot sign the proxy's default certificate")?;
+        write_private(&key, &pair.serialize_pem())
+            .with_context(|| format!("cannot create {}", key.display()))?;
+        std::fs::write(&crt, cert.pem())
+            .with_context(|| format!("cannot create {}", crt.display()))?;
+        tracing::info!(path = %crt.display(), "created the proxy's default certificate");
+    }
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    gatehouse_proxy::tls::CertPair::from_pem(&read(&crt)?, &read(&key)?)
+        .map_err(|e| anyhow::anyhow!("{} and {}: {e}", crt.display(), key.display()))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -540,6 +592,10 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
 
     // Bind first: a port in use is a start-up error, not a half-running server.
     let proxy_listener = bind(args.proxy_listen, "proxy").await?;
+    let proxy_tls_listener = match args.proxy_listen_tls.0 {
+        Some(addr) => Some(bind(addr, "proxy TLS").await?),
+        None => None,
+    };
     let admin_listener = bind(args.admin_listen, "admin").await?;
     let identity_listener = bind(args.identity_listen, "identity").await?;
     let echo_listener = match quickstart_echo {
@@ -547,6 +603,14 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
         None => None,
     };
     let proxy_addr = proxy_listener.local_addr()?;
+    let proxy_tls_addr = match &proxy_tls_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let proxy_default_cert = match proxy_tls_listener {
+        Some(_) => Some(default_proxy_certificate(&args.data_dir)?),
+        None => None,
+    };
     let admin_addr = admin_listener.local_addr()?;
     let identity_addr = identity_listener.local_addr()?;
     let admin_tls = listener_tls("admin", &args.tls.admin_tls_cert, &args.tls.admin_tls_key)?;
@@ -752,6 +816,9 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
         "proxy listening on {} (control plane {cp_name})",
         local_url(proxy_addr)
     );
+    if let Some(addr) = proxy_tls_addr {
+        println!("proxy TLS listening on {}", scheme_url("https", addr));
+    }
     if let Some(echo) = &echo_listener {
         println!("echo listening on {}", local_url(echo.local_addr()?));
     }
@@ -821,6 +888,14 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     );
     let proxy_workers = gatehouse_proxy::workers::spawn(
         proxy_listener.into_std()?,
+        match (proxy_tls_listener, proxy_default_cert) {
+            (Some(l), Some(default)) => Some(gatehouse_proxy::workers::TlsListener {
+                listener: l.into_std()?,
+                config: gatehouse_proxy::tls::server_config(gateway.clone(), default)
+                    .context("cannot configure the proxy's TLS listener")?,
+            }),
+            _ => None,
+        },
         gateway,
         gatehouse_proxy::server::Edge::new(proxy_limits),
         args.proxy_workers

@@ -170,6 +170,8 @@ fn a_key_that_does_not_match_its_certificate_stops_the_start_with_a_clear_error(
             "127.0.0.1:0",
             "--proxy-listen",
             "127.0.0.1:0",
+            "--proxy-listen-tls",
+            "off",
         ])
         .args(["--identity-listen", "127.0.0.1:0", "--admin-tls-cert"])
         .arg(&crt)

@@ -37,6 +37,10 @@ pub struct ConnInfo {
     peer_ip: HeaderValue,
     /// The listener's port (`X-Forwarded-Port`).
     local_port: HeaderValue,
+    /// The connection is TLS (the request is `https`).
+    secure: bool,
+    /// The server name the client sent in its TLS handshake (routes' `snis`).
+    sni: Option<Box<str>>,
 }
 
 impl ConnInfo {
@@ -49,7 +53,16 @@ impl ConnInfo {
             local,
             peer_ip,
             local_port: HeaderValue::from(local.port()),
+            secure: false,
+            sni: None,
         }
+    }
+
+    /// The same connection, over TLS with server name `sni`.
+    pub fn with_tls(mut self, sni: Option<&str>) -> Self {
+        self.secure = true;
+        self.sni = sni.map(Into::into);
+        self
     }
 }
 
@@ -156,7 +169,7 @@ async fn proxy(
             host,
             path: &path,
             headers: &parts.headers,
-            sni: None,
+            sni: conn.sni.as_deref(),
         });
         let Some(m) = found else {
             return Err(GatewayError::NoRoute);
@@ -171,7 +184,9 @@ async fn proxy(
     };
     ctx.route = Some(route.clone());
 
-    if !route.accepts_http {
+    // Kong's rule: an https-only route reached over plain http is refused or redirected;
+    // a route without `https` in its protocols still serves a TLS request.
+    if !route.accepts_http && !conn.secure {
         return match https_redirect(route.route.https_redirect_status_code, host, &uri) {
             Some(resp) => Ok(Reply::Parts(resp)),
             None => Err(GatewayError::HttpsRequired),
@@ -531,7 +546,11 @@ fn write_upstream_headers(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwardi
     } else {
         h1::write_field(out, b"x-forwarded-for", peer_ip);
     }
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    out.extend_from_slice(if fwd.conn.secure {
+        b"x-forwarded-proto: https\r\n"
+    } else {
+        b"x-forwarded-proto: http\r\n"
+    });
     write_checked(
         out,
         b"x-forwarded-host",

@@ -1,7 +1,8 @@
-//! HTTP/2 on the proxy listener: cleartext with prior knowledge (h2c, RFC 9113 §3.3). A
-//! connection whose first bytes are the HTTP/2 preface is handed from the HTTP/1.1 codec to
-//! hyper's HTTP/2 server, and each stream runs through the same [`handle`] and plugin chain
-//! as an HTTP/1.1 request. Upstreams are still spoken to in HTTP/1.1.
+//! HTTP/2 on the proxy listeners: cleartext with prior knowledge (h2c, RFC 9113 §3.3) on the
+//! plain one, and by ALPN on the TLS one ([`crate::tls`]). A plain connection whose first
+//! bytes are the HTTP/2 preface is handed from the HTTP/1.1 codec to hyper's HTTP/2 server,
+//! and each stream runs through the same [`handle`] and plugin chain as an HTTP/1.1 request.
+//! Upstreams are still spoken to in HTTP/1.1.
 //!
 //! Limits (docs/configuration.md): at most [`MAX_CONCURRENT_STREAMS`] streams at once, a
 //! header list of at most the listener's head size, hyper's defaults for flow-control windows
@@ -56,21 +57,19 @@ pub(crate) fn preface(buf: &[u8]) -> Option<bool> {
     }
 }
 
-/// Serves an HTTP/2 connection whose first bytes, `read`, were already read from `stream`,
+/// Serves an HTTP/2 connection (h2c with [`Replay`] in front, or TLS that chose `h2`)
 /// until the client closes it, it is idle for the idle timeout, or the proxy shuts down
 /// (then open streams finish first).
-pub(crate) async fn serve(
-    stream: TcpStream,
-    read: Bytes,
+pub(crate) async fn serve<I>(
+    io: I,
     gateway: Arc<Gateway>,
     info: ConnInfo,
     limits: Arc<Limits>,
     mut stopping: watch::Receiver<bool>,
-) {
-    let io = TokioIo::new(Replay {
-        read,
-        inner: SendTimeout::new(stream, limits.send_timeout),
-    });
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -124,8 +123,9 @@ pub(crate) async fn serve(
     }
 }
 
-/// One stream: the request as the handler takes it, the reply as HTTP/2 sends it.
-async fn exchange(
+/// One stream (or one HTTP/1.1 request over TLS): the request as the handler takes it, the
+/// reply as hyper sends it.
+pub(crate) async fn exchange(
     gateway: &Gateway,
     info: &ConnInfo,
     limits: &Limits,
@@ -313,9 +313,11 @@ impl Body for Tracked {
 }
 
 /// The connection with the bytes the HTTP/1.1 codec already read put back in front.
-struct Replay {
-    read: Bytes,
-    inner: SendTimeout<TcpStream>,
+pub(crate) struct Replay {
+    /// What was read.
+    pub(crate) read: Bytes,
+    /// The connection.
+    pub(crate) inner: SendTimeout<TcpStream>,
 }
 
 impl AsyncRead for Replay {

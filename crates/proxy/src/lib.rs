@@ -4,6 +4,7 @@
 //! (a [`snapshot::Snapshot`]: the compiled router, each route's service and plugin chain, the
 //! consumers); [`server::serve`] accepts connections and speaks HTTP/1.1 with its own codec
 //! ([`h1`]), handing a connection that opens with the HTTP/2 preface to [`http2`];
+//! [`tls::serve`] is the TLS listener (certificates by SNI, HTTP/1.1 or HTTP/2 by ALPN);
 //! [`handler::handle`] takes one request
 //! through routing, the plugins' `access` phase and the upstream call. Plugins implement
 //! [`plugin::Plugin`] and are built by a [`plugin::PluginFactory`] registered in a
@@ -19,6 +20,7 @@ pub mod http2;
 pub mod plugin;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod workers;
 

@@ -18,7 +18,7 @@ use crate::{ProxyBody, ProxyRequest};
 use bytes::{Bytes, BytesMut};
 use gatehouse_listener::body::DeadlineBody;
 use gatehouse_listener::gate::{Admission, ConnectionGate};
-use gatehouse_listener::serve::{EdgeError, check_head};
+use gatehouse_listener::serve::{EdgeError, SendTimeout, check_head};
 use gatehouse_listener::{ConnectionBudget, Limits};
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -317,7 +317,11 @@ impl Connection {
         let Ok(stream) = Arc::try_unwrap(stream) else {
             return;
         };
-        crate::http2::serve(stream, buf.freeze(), gateway, info, limits, stopping).await;
+        let io = crate::http2::Replay {
+            read: buf.freeze(),
+            inner: SendTimeout::new(stream, limits.send_timeout),
+        };
+        crate::http2::serve(io, gateway, info, limits, stopping).await;
     }
 
     /// Whether the proxy is shutting down.

@@ -6,6 +6,8 @@
 //! needs is computed here, once, so the hot path only looks things up.
 
 use crate::plugin::{Plugin, PluginFactory, Registry};
+use crate::tls::{CertPair, SniTable};
+use gatehouse_core::gateway::certificates::{Certificate, Sni};
 use gatehouse_core::gateway::{
     Consumer, CoreEntity, EntityKind, Plugin as PluginEntity, Route, Service,
 };
@@ -124,6 +126,8 @@ pub struct Snapshot {
     pub routes: Vec<Arc<RouteRuntime>>,
     /// Consumers.
     pub consumers: Arc<Consumers>,
+    /// The certificates the TLS listener serves, by SNI.
+    pub tls: Arc<SniTable>,
     /// When it was built.
     pub built_at: std::time::Instant,
 }
@@ -136,6 +140,7 @@ impl Snapshot {
             router: Router::assemble([]),
             routes: Vec::new(),
             consumers: Arc::default(),
+            tls: Arc::default(),
             built_at: std::time::Instant::now(),
         }
     }
@@ -153,6 +158,8 @@ pub struct BuildCache {
     consumers: IdMap<Kept<Arc<Consumer>>>,
     consumer_index: Arc<Consumers>,
     plugins: IdMap<Kept<Option<Arc<ActivePlugin>>>>,
+    /// Certificates ready to serve; `None` for one that cannot be (logged when built).
+    certificates: IdMap<Kept<Option<Arc<CertPair>>>>,
 }
 
 /// Maps by entity id, rebuilt on every change: SipHash was an eighth of applying one change
@@ -253,7 +260,9 @@ pub fn build<'a>(
         consumers: sized(cache.consumers.len()),
         consumer_index: Arc::default(),
         plugins: sized(cache.plugins.len()),
+        certificates: sized(cache.certificates.len()),
     };
+    let mut snis = Vec::new();
     let mut route_entities = Vec::new();
     let mut consumers_changed = false;
     let mut plugin_order = Vec::new();
@@ -316,8 +325,22 @@ pub fn build<'a>(
                     },
                 );
             }
-            // TLS material is the handshake's business, not the router's.
-            EntityKind::Certificate | EntityKind::Sni | EntityKind::CaCertificate => {}
+            EntityKind::Certificate => {
+                let pair = match Kept::reuse(cache.certificates.get(&e.id), e) {
+                    Some(p) => p,
+                    None => certificate_pair(e),
+                };
+                next.certificates.insert(
+                    e.id,
+                    Kept {
+                        entity: e.clone(),
+                        value: pair,
+                    },
+                );
+            }
+            EntityKind::Sni => snis.push(parse::<Sni>(e)?),
+            // Upstream TLS reads CA certificates; nothing of the proxy does yet.
+            EntityKind::CaCertificate => {}
         }
     }
     // Plugins gone since the last build.
@@ -381,12 +404,9 @@ pub fn build<'a>(
                 })
             }
         };
-        // Routes of disabled services are left out of the router (Kong: they answer 404), and
-        // so are routes matching on SNI: the proxy has no TLS listener, and a request without
-        // SNI must not match them.
+        // Routes of disabled services are left out of the router (Kong: they answer 404).
         let r = &runtime.route;
-        let routed = r.snis.as_ref().is_none_or(|s| s.is_empty())
-            && runtime.service.as_ref().is_none_or(|s| s.service.enabled);
+        let routed = runtime.service.as_ref().is_none_or(|s| s.service.enabled);
         let mut route_compiled = kept.and_then(|k| k.compiled.clone());
         if routed {
             let c = match route_compiled {
@@ -416,15 +436,44 @@ pub fn build<'a>(
         );
     }
     let router = Router::assemble((0u64..).zip(compiled.iter().map(|c| &**c)));
+    let tls = if snis.is_empty() {
+        Arc::default()
+    } else {
+        let pairs: HashMap<Uuid, Arc<CertPair>> = next
+            .certificates
+            .iter()
+            .filter_map(|(id, k)| Some((*id, k.value.clone()?)))
+            .collect();
+        Arc::new(crate::tls::table(
+            &pairs,
+            snis.iter().map(|s| (s.name.as_str(), s.certificate.id)),
+        ))
+    };
     let snapshot = Snapshot {
         control_plane_id,
         router,
         routes: runtimes,
         consumers: next.consumer_index.clone(),
+        tls,
         built_at: std::time::Instant::now(),
     };
     *cache = next;
     Ok(snapshot)
+}
+
+/// A certificate ready to serve, or `None` (logged) when its PEM does not load: one bad
+/// certificate must not keep the rest of the configuration from applying.
+fn certificate_pair(e: &CoreEntity) -> Option<Arc<CertPair>> {
+    let loaded = parse::<Certificate>(e)
+        .map_err(|err| err.to_string())
+        .and_then(|c| CertPair::from_certificate(&c));
+    match loaded {
+        Ok(pair) => Some(Arc::new(pair)),
+        Err(reason) => {
+            tracing::error!(certificate = %e.id, %reason, "certificate cannot be served; skipped");
+            None
+        }
+    }
 }
 
 fn ptr_eq_opt<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {

@@ -39,22 +39,38 @@ pub struct Workers {
     done: Vec<oneshot::Receiver<io::Result<()>>>,
 }
 
-/// Starts `count` proxy workers on `listener` (which must be non-blocking or is made so). They
-/// share `edge` (one connection gate for the listener), serve until `shutdown` turns `true`,
-/// then drain like [`server::serve`].
+/// The proxy's TLS listener and its configuration ([`crate::tls::server_config`]).
+pub struct TlsListener {
+    /// The bound socket.
+    pub listener: std::net::TcpListener,
+    /// Its TLS configuration.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// Starts `count` proxy workers on `listener`, and on `tls` when given (sockets are made
+/// non-blocking). They share `edge` (one connection gate for both listeners), serve until
+/// `shutdown` turns `true`, then drain like [`server::serve`].
 pub fn spawn(
     listener: std::net::TcpListener,
+    tls: Option<TlsListener>,
     gateway: Arc<Gateway>,
     edge: server::Edge,
     count: NonZeroUsize,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<Workers> {
     listener.set_nonblocking(true)?;
+    if let Some(t) = &tls {
+        t.listener.set_nonblocking(true)?;
+    }
     let mut done = Vec::with_capacity(count.get());
     for index in 1..=count.get() {
         // Every worker polls its own duplicate of the socket; the kernel hands each new
         // connection to one of them (a busy worker wakes later, so the idle one takes it).
         let listener = listener.try_clone()?;
+        let tls = match &tls {
+            Some(t) => Some((t.listener.try_clone()?, t.config.clone())),
+            None => None,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -68,10 +84,22 @@ pub fn spawn(
                 WORKER.with(|w| w.set(u32::try_from(index).unwrap_or(u32::MAX)));
                 let result = runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, gateway, edge, async move {
-                        let _ = shutdown.wait_for(|stop| *stop).await;
-                    })
-                    .await
+                    let tls_shutdown = shutdown.clone();
+                    let plain =
+                        server::serve(listener, gateway.clone(), edge.clone(), async move {
+                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        });
+                    let Some((tls_listener, config)) = tls else {
+                        return plain.await;
+                    };
+                    let tls_listener = tokio::net::TcpListener::from_std(tls_listener)?;
+                    let mut tls_shutdown = tls_shutdown;
+                    let secure =
+                        crate::tls::serve(tls_listener, gateway, edge, config, async move {
+                            let _ = tls_shutdown.wait_for(|stop| *stop).await;
+                        });
+                    let (plain, secure) = tokio::join!(plain, secure);
+                    plain.and(secure)
                 });
                 let _ = tx.send(result);
             })?;

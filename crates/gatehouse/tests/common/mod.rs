@@ -17,6 +17,8 @@ pub struct Node {
     pub admin: String,
     /// The proxy listener's URL.
     pub proxy: String,
+    /// The proxy's TLS listener's URL (`https://`).
+    pub proxy_tls: Option<String>,
     /// The echo upstream's URL (quickstart only).
     pub echo: Option<String>,
     /// The identity listener's URL.
@@ -123,6 +125,8 @@ impl Node {
             command,
             "--proxy-listen",
             "127.0.0.1:0",
+            "--proxy-listen-tls",
+            "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
             "--identity-listen",
@@ -150,6 +154,7 @@ impl Node {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let (mut admin, mut proxy, mut echo, mut identity) = (None, None, None, None);
+        let mut proxy_tls = None;
         let mut banner = Vec::new();
         for line in lines.by_ref() {
             let line = line.expect("stdout is readable");
@@ -159,6 +164,7 @@ impl Node {
             };
             admin = admin.or(url("admin listening on "));
             proxy = proxy.or(url("proxy listening on "));
+            proxy_tls = proxy_tls.or(url("proxy TLS listening on "));
             echo = echo.or(url("echo listening on "));
             identity = identity.or(url("identity listening on "));
             let done = line.starts_with("database: ");
@@ -194,6 +200,7 @@ impl Node {
             child,
             admin: admin.expect("the admin address is printed"),
             proxy: proxy.expect("the proxy address is printed"),
+            proxy_tls,
             echo,
             identity: identity.expect("the identity address is printed"),
             banner,
