@@ -34,6 +34,7 @@ import shutil
 import sqlite3
 import uuid
 import signal
+import ssl
 import socket
 import statistics
 import subprocess
@@ -68,12 +69,20 @@ WORKLOADS = [
     ("token_eddsa", "oidc-provider JWT EdDSA", 3.0, ">=3x"),
     ("introspect_endpoint", "oidc-provider introspection (opaque)", 3.0, ">=3x"),
     ("routes_10k_vs_1", "Gatehouse with 1 route", 0.9, ">=0.9x"),
+    ("proxy_tls_keepalive", "nginx ssl proxy_pass, same ECDSA P-256 certificate (keepalive)", 1.0, ">=1.0x"),
+    ("proxy_tls_handshakes", "nginx ssl, a new TLS connection per request", 1.0, ">=1.0x"),
+    ("proxy_h2", "nginx http2 over TLS (h2load -c10 -m10)", 1.0, ">=1.0x"),
 ]
 BASELINES = ["upstream_direct"]
 # Workloads that need the nginx peer, and those that need oidc-provider; only what the selected
 # workloads (--only) need is started.
 PEER_WORKLOADS = {"proxy_no_plugin", "proxy_introspection_cached_vs_nginx_plain",
-                  "proxy_introspection_cached_vs_nginx_njs", "proxy_introspection_miss"}
+                  "proxy_introspection_cached_vs_nginx_njs", "proxy_introspection_miss",
+                  "proxy_tls_keepalive", "proxy_tls_handshakes", "proxy_h2"}
+# HTTP/2 over TLS is loaded with h2load (wrk speaks HTTP/1.1 only): this many connections,
+# each with this many streams in flight.
+H2LOAD_CONNECTIONS = 10
+H2LOAD_STREAMS = 10
 OIDC_WORKLOADS = {"token_rs256", "token_es256", "token_eddsa", "introspect_endpoint"}
 # Memory bound of the oauth2-introspection cache: no peer, no target, not in latest.json (only in
 # latest-full.json and in its own lines under the table). See cache_bound().
@@ -216,7 +225,7 @@ class Http:
 
     def request(self, method, url, body=None, headers=None, timeout=30):
         u = urllib.parse.urlsplit(url)
-        key = (u.hostname, u.port)
+        key = (u.scheme, u.hostname, u.port)
         path = u.path or "/"
         if u.query:
             path += "?" + u.query
@@ -224,7 +233,12 @@ class Http:
         for attempt in (0, 1):
             conn = self.conns.get(key)
             if conn is None:
-                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+                if u.scheme == "https":
+                    # The benchmark's certificates are self-signed; what is checked is the answer.
+                    conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout,
+                                                       context=ssl._create_unverified_context())
+                else:
+                    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
                 self.conns[key] = conn
             try:
                 conn.request(method, path, body=body, headers=hdrs)
@@ -298,6 +312,10 @@ class Gatehouse:
         self.proxy = wait_for_line(self.proc, self.logpath, r"proxy listening on " + url, name).group(1)
         self.admin = wait_for_line(self.proc, self.logpath, r"admin listening on " + url, name).group(1)
         self.identity = wait_for_line(self.proc, self.logpath, r"identity listening on " + url, name).group(1)
+        self.proxy_tls = wait_for_line(self.proc, self.logpath, r"proxy TLS listening on (https://127\.0\.0\.1:\d+)", name).group(1)
+        # The default certificate (ECDSA P-256, made on first start): nginx serves the same one.
+        self.tls_cert = os.path.join(data_dir, "proxy-default.crt")
+        self.tls_key = os.path.join(data_dir, "proxy-default.key")
         self.http = Http()
         deadline = time.time() + 30
         while True:
@@ -493,6 +511,38 @@ def run_wrk(args, spec, duration):
     return res
 
 
+def run_h2load(args, spec, duration):
+    """HTTP/2 load with h2load on the load CPUs: requests per second; h2load reports no latency
+    percentiles, so none are given."""
+    cmd = ["taskset", "-c", args.load_cpus, "h2load", "-D", str(duration),
+           "-c", str(H2LOAD_CONNECTIONS), "-m", str(H2LOAD_STREAMS), "-t", str(args.threads), spec["url"]]
+    try:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=duration + 60, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        raise Fail(f"h2load did not finish: {' '.join(cmd)}")
+    text = out.stdout.decode("utf-8", "replace")
+    fin = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s", text, re.M)
+    req = re.search(r"^requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored, (\d+) timeout", text, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    proto = re.search(r"^Application protocol: (\S+)", text, re.M)
+    if out.returncode != 0 or not (fin and req and codes):
+        raise Fail(f"h2load failed (status {out.returncode}) on {spec['url']}:\n{text[-1500:]}")
+    if not proto or proto.group(1) != "h2":
+        raise Fail(f"h2load did not negotiate h2 with {spec['url']}:\n{text[-800:]}")
+    done = int(req.group(2))
+    errors = {"failed": int(req.group(4)), "errored": int(req.group(5)), "timeout": int(req.group(6)),
+              "status_4xx": int(codes.group(3)), "status_5xx": int(codes.group(4))}
+    return {
+        "rps": float(fin.group(2)),
+        "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None,
+        "requests": done,
+        "duration_s": float(fin.group(1)),
+        "errors": {k: v for k, v in errors.items() if v},
+    }
+
+
 def rss_reset(pid):
     """Resets the peak RSS (VmHWM) of pid (Linux: write 5 to clear_refs). False if not allowed."""
     try:
@@ -608,7 +658,7 @@ def measure(args, procs, spec, duration):
     reset = rss_reset(pid) if pid else False
     pgids = {p.pid for _, p, _ in procs.items}
     before = cpu_snapshot(pgids)
-    res = run_wrk(args, spec, duration)
+    res = (run_h2load if spec.get("tool") == "h2load" else run_wrk)(args, spec, duration)
     res.update(cpu_report(before, cpu_snapshot(pgids), cpu_list(args.sut_cpus), cpu_list(args.load_cpus)))
     # CPU per request on each set: what a request costs the system under test, whichever core
     # limited the throughput.
@@ -953,7 +1003,8 @@ def main():
     need_peer = any(wanted(n) for n in PEER_WORKLOADS)
     need_op = any(wanted(n) for n in OIDC_WORKLOADS)
     need_gh = need_peer or need_op
-    for tool in ("nginx", "wrk", "taskset") + (("node",) if need_op else ()):
+    need_h2load = wanted("proxy_h2")
+    for tool in ("nginx", "wrk", "taskset") + (("node",) if need_op else ()) + (("h2load",) if need_h2load else ()):
         if shutil.which(tool) is None:
             raise Fail(f"required tool not found on PATH: {tool} (bench/run installs it)")
     if not os.access(args.gatehouse, os.X_OK):
@@ -1046,15 +1097,17 @@ def main():
 
         # --- nginx peer (plain proxy + njs introspection), pinned like Gatehouse
         if need_peer:
-            plain_port, njs_port = free_port(), free_port()
+            plain_port, njs_port, tls_port = free_port(), free_port(), free_port()
             identity_port = urllib.parse.urlsplit(gh.identity).port
             start_nginx(procs, args.scratch, "peer", os.path.join(NGINX_DIR, "peer.conf"), {
                 "UPSTREAM_PORT": up_port, "PLAIN_PORT": plain_port, "NJS_PORT": njs_port,
                 "IDENTITY_PORT": identity_port, "INTROSPECT_PATH": rs["issuer_path"] + "/introspect",
                 "INTROSPECT_AUTH": introspect_auth, "NJS_MODULE": njs_module, "NJS_DIR": NJS_DIR,
-            }, args.sut_cpus, [plain_port, njs_port])
+                "TLS_PORT": tls_port, "TLS_CERT": gh.tls_cert, "TLS_KEY": gh.tls_key,
+            }, args.sut_cpus, [plain_port, njs_port, tls_port])
             plain = f"http://127.0.0.1:{plain_port}"
             njs = f"http://127.0.0.1:{njs_port}"
+            peer_tls = f"https://127.0.0.1:{tls_port}"
 
         # --- oidc-provider
         if need_op:
@@ -1109,6 +1162,19 @@ def main():
                     {"url": gh.proxy + "/miss", "script": "rotate_tokens.lua", "env": {"BENCH_TOKEN_FILE": token_file}, "rss_pid": gh_pid},
                     {"url": njs + "/nocache/", "script": "rotate_tokens.lua", "env": {"BENCH_TOKEN_FILE": token_file},
                      "bad_token_status": 403}),
+                "proxy_tls_keepalive": (
+                    {"url": gh.proxy_tls + "/bench", "script": "get.lua", "rss_pid": gh_pid},
+                    {"url": peer_tls + "/bench", "script": "get.lua"}),
+                # wrk reconnects after each `Connection: close` answer, without resuming the
+                # TLS session: a full handshake per request on both sides.
+                "proxy_tls_handshakes": (
+                    {"url": gh.proxy_tls + "/bench", "script": "get.lua", "rss_pid": gh_pid,
+                     "env": {"BENCH_HEADER": "Connection: close"}},
+                    {"url": peer_tls + "/bench", "script": "get.lua",
+                     "env": {"BENCH_HEADER": "Connection: close"}}),
+                "proxy_h2": (
+                    {"url": gh.proxy_tls + "/bench", "script": "get.lua", "tool": "h2load", "rss_pid": gh_pid},
+                    {"url": peer_tls + "/bench", "script": "get.lua", "tool": "h2load"}),
             })
         if need_op:
             specs["introspect_endpoint"] = (
@@ -1160,9 +1226,8 @@ def main():
         for name in order:
             a, b = specs[name]
             log(f"{name}: warm-up")
-            run_wrk(args, a, args.warmup)
-            if b:
-                run_wrk(args, b, args.warmup)
+            for side in (a, b) if b else (a,):
+                (run_h2load if side.get("tool") == "h2load" else run_wrk)(args, side, args.warmup)
             sa, sb = [], []
             for r in range(args.rounds):
                 sides = [("gatehouse", a, sa)] + ([("peer", b, sb)] if b else [])
@@ -1177,7 +1242,8 @@ def main():
                     rss = f", rss {res['peak_rss_mb']:.1f} MB" if res.get("peak_rss_mb") else ""
                     cpu = (f", cpu sut {res['sut_cpu_busy']:.0%} load {res['load_cpu_busy']:.0%}"
                            f" foreign {res['foreign_cpu_cores']:.2f} steal {res['steal_cpu_cores']:.2f}")
-                    log(f"  round {r + 1} {who:9s} {res['rps']:>10,.0f} rps  p99 {res['p99_ms']:.2f} ms{rss}{cpu}{err}")
+                    p99 = f"{res['p99_ms']:.2f} ms" if res["p99_ms"] is not None else "-"
+                    log(f"  round {r + 1} {who:9s} {res['rps']:>10,.0f} rps  p99 {p99}{rss}{cpu}{err}")
             results[name] = {"gatehouse": sa, "peer": sb}
 
         cache = cache_bound(args, procs, h, upstream, threads, setup_times) if wanted(CACHE_WORKLOAD) else None
