@@ -743,7 +743,11 @@ pub(crate) fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
         StoreError::Stale => KongError::Stale,
         StoreError::HasChildren => KongError::ReferencedBy {
             kind: entity.kind,
-            by: K::Route,
+            by: if matches!(entity.kind, K::Certificate | K::CaCertificate) {
+                K::Service
+            } else {
+                K::Route
+            },
         },
         other => internal(other),
     }

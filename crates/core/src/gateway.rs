@@ -181,7 +181,7 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 }
 
 /// Service protocols the proxy can reach today (see docs/compatibility.md for the others).
-pub const SERVICE_PROTOCOLS: &[&str] = &["http"];
+pub const SERVICE_PROTOCOLS: &[&str] = &["http", "https"];
 /// Every protocol Kong knows for services; those not in [`SERVICE_PROTOCOLS`] are refused
 /// with a message saying so rather than accepted and left broken.
 const KONG_SERVICE_PROTOCOLS: &[&str] = &[
@@ -276,7 +276,7 @@ impl Service {
             Some(p) if KONG_SERVICE_PROTOCOLS.contains(&p.as_str()) => {
                 r.errors.add(
                     "protocol",
-                    format!("protocol '{p}' is not supported by Gatehouse yet; use: http"),
+                    format!("protocol '{p}' is not supported by Gatehouse yet; use: http, https"),
                 );
                 p
             }
@@ -320,24 +320,40 @@ impl Service {
         let write_timeout = r.int("write_timeout", 1, MAX_TIMEOUT_MS).unwrap_or(60000) as u32;
         let read_timeout = r.int("read_timeout", 1, MAX_TIMEOUT_MS).unwrap_or(60000) as u32;
         let tags = r.tags();
-        if r.has("client_certificate") {
-            r.ignore("client_certificate");
-            r.errors.add(
-                "client_certificate",
-                "certificates are not supported by Gatehouse yet",
-            );
-        }
-        if r.has("ca_certificates") {
-            r.ignore("ca_certificates");
-            r.errors.add(
-                "ca_certificates",
-                "CA certificates are not supported by Gatehouse yet",
-            );
-        }
-        r.ignore("client_certificate");
-        r.ignore("ca_certificates");
+        let client_certificate = r.foreign("client_certificate").map(|id| ForeignKey { id });
+        let ca_certificates = r.strings("ca_certificates", true).map(|ids| {
+            ids.iter()
+                .filter_map(|s| match Uuid::parse_str(s) {
+                    Ok(u) => Some(u),
+                    Err(_) => {
+                        r.errors.add("ca_certificates", "expected a valid UUID");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
         let tls_verify = r.bool("tls_verify");
         let tls_verify_depth = r.int("tls_verify_depth", 0, 64).map(|d| d as u8);
+        // Kong's conditional checks: the upstream TLS settings need an https service.
+        if protocol != "https" {
+            let set = [
+                ("client_certificate", client_certificate.is_some()),
+                ("tls_verify", tls_verify.is_some()),
+                ("tls_verify_depth", tls_verify_depth.is_some()),
+                ("ca_certificates", ca_certificates.is_some()),
+            ];
+            let mut any = false;
+            for (field, present) in set {
+                if present {
+                    any = true;
+                    r.errors.add(field, "value must be null");
+                }
+            }
+            if any {
+                r.errors
+                    .entity("failed conditional validation given value of field 'protocol'");
+            }
+        }
         let enabled = r.bool("enabled").unwrap_or(true);
         r.finish()?;
         Ok(Self {
@@ -352,10 +368,10 @@ impl Service {
             write_timeout,
             read_timeout,
             tags,
-            client_certificate: None,
+            client_certificate,
             tls_verify,
             tls_verify_depth,
-            ca_certificates: None,
+            ca_certificates,
             enabled,
             created_at,
             updated_at: now,
@@ -373,7 +389,8 @@ impl Service {
             service_id: None,
             route_id: None,
             consumer_id: None,
-            certificate_id: None,
+            // The client certificate is a foreign key (it must exist; deleting it is refused).
+            certificate_id: self.client_certificate.map(|c| c.id),
             created_at: self.created_at,
             body: to_value(self),
         }

@@ -336,3 +336,234 @@ async fn bad_handshakes_close_their_own_connection_only() {
         .unwrap();
     assert_eq!(status, 200, "{echoed}");
 }
+
+/// A TLS upstream for the tests: terminates TLS with `leaf` (optionally requiring a client
+/// certificate signed by `client_ca`) and relays the plain bytes to `to`. Counts handshakes,
+/// and those that presented a client certificate.
+struct TlsUpstream {
+    port: u16,
+    handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    with_client_cert: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn tls_upstream(
+    leaf: &(String, String),
+    client_ca: Option<&[u8]>,
+    to: SocketAddr,
+) -> TlsUpstream {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::atomic::Ordering;
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(leaf.0.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.1.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(der) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+                .unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = Arc::new(builder.with_single_cert(chain, key).unwrap());
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let with_client_cert = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (h, c) = (handshakes.clone(), with_client_cert.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, h, c) = (acceptor.clone(), h.clone(), c.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                h.fetch_add(1, Ordering::SeqCst);
+                if tls.get_ref().1.peer_certificates().is_some() {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+                let Ok(mut plain) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    TlsUpstream {
+        port,
+        handshakes,
+        with_client_cert,
+    }
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified_pooled_and_may_get_a_client_certificate() {
+    use std::sync::atomic::Ordering;
+    let echo = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let echo_addr: SocketAddr = echo
+        .base_url()
+        .strip_prefix("http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["localhost"]);
+    let upstream = tls_upstream(&leaf, None, echo_addr).await;
+    let node = Node::start("serve", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let http = http.clone();
+        let url = format!("{}{path}", node.admin);
+        async move { admin(&http, method, url, body).await }
+    };
+    let through = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}{path}", node.proxy);
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, ca_entity) = call(
+        Method::POST,
+        "/ca_certificates".into(),
+        Some(json!({"cert": ca.cert.pem()})),
+    )
+    .await;
+    assert_eq!(s, 201, "{ca_entity}");
+    let ca_id = ca_entity["id"].as_str().unwrap().to_owned();
+
+    // TLS settings need an https service (Kong's conditional check).
+    let (s, err) = call(
+        Method::POST,
+        "/services".into(),
+        Some(json!({"name": "plain", "url": "http://localhost:1", "tls_verify": true})),
+    )
+    .await;
+    assert_eq!(s, 400, "{err}");
+    assert_eq!(err["fields"]["tls_verify"], "value must be null", "{err}");
+
+    // Verified against the service's CA: served, over one pooled connection.
+    let url = format!("https://localhost:{}/anything", upstream.port);
+    let (s, svc) = call(
+        Method::POST,
+        "/services".into(),
+        Some(json!({"name": "secure", "url": url, "ca_certificates": [ca_id]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{svc}");
+    let (s, _) = call(
+        Method::POST,
+        "/routes".into(),
+        Some(json!({"name": "up", "paths": ["/up"], "service": {"name": "secure"}})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    for i in 0..3 {
+        let (status, body) = through("/up/x").await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        let echoed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            echoed["headers"]["Host"],
+            format!("localhost:{}", upstream.port)
+        );
+    }
+    assert_eq!(upstream.handshakes.load(Ordering::SeqCst), 1, "kept alive");
+
+    // Against the system roots, the private CA does not verify: 502, cause in the log only.
+    let (s, _) = call(
+        Method::PATCH,
+        "/services/secure".into(),
+        Some(json!({"ca_certificates": null})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (status, body) = through("/up/y").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.contains("certificate"), "{body}");
+    // tls_verify false accepts it.
+    let (s, _) = call(
+        Method::PATCH,
+        "/services/secure".into(),
+        Some(json!({"tls_verify": false})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(through("/up/z").await.0, 200);
+
+    // mTLS: an upstream that requires a client certificate from the CA.
+    let mtls = tls_upstream(&leaf, Some(ca.cert.der()), echo_addr).await;
+    let client_leaf = ca.leaf(&["gatehouse.client.test"]);
+    let (s, client_cert) = call(
+        Method::POST,
+        "/certificates".into(),
+        Some(json!({"cert": client_leaf.0, "key": client_leaf.1})),
+    )
+    .await;
+    assert_eq!(s, 201, "{client_cert}");
+    let client_id = client_cert["id"].as_str().unwrap().to_owned();
+    let url = format!("https://localhost:{}/anything", mtls.port);
+    let (s, _) = call(
+        Method::POST,
+        "/services".into(),
+        Some(json!({"name": "mutual", "url": url, "ca_certificates": [ca_id]})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = call(
+        Method::POST,
+        "/routes".into(),
+        Some(json!({"name": "m", "paths": ["/mutual"], "service": {"name": "mutual"}})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(through("/mutual").await.0, 502, "no client certificate");
+    let (s, _) = call(
+        Method::PATCH,
+        "/services/mutual".into(),
+        Some(json!({"client_certificate": {"id": client_id}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (status, body) = through("/mutual").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(mtls.with_client_cert.load(Ordering::SeqCst) >= 1);
+    // A certificate a service presents cannot be deleted from under it.
+    let (s, err) = call(Method::DELETE, format!("/certificates/{client_id}"), None).await;
+    assert_eq!(s, 400, "{err}");
+    assert_eq!(
+        err["message"],
+        "an existing 'services' entity references this 'certificates' entity"
+    );
+    // Nor a CA certificate a service trusts.
+    let (s, err) = call(Method::DELETE, format!("/ca_certificates/{ca_id}"), None).await;
+    assert_eq!(s, 400, "{err}");
+    let (s, _) = call(Method::DELETE, "/services/mutual".into(), None).await;
+    assert_eq!(s, 400, "the route still uses it");
+    let (s, _) = call(Method::DELETE, "/routes/m".into(), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(Method::DELETE, "/services/mutual".into(), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(Method::DELETE, format!("/ca_certificates/{ca_id}"), None).await;
+    assert_eq!(s, 204, "no service trusts it any more");
+    let (s, _) = call(Method::DELETE, format!("/certificates/{client_id}"), None).await;
+    assert_eq!(s, 204);
+}

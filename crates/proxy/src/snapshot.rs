@@ -42,6 +42,8 @@ pub struct ServiceRuntime {
     pub host_header: HeaderValue,
     /// The keep-alive connections to the service's host (pools outlive snapshots).
     pub pool: Arc<crate::upstream::HostPool>,
+    /// The upstream is spoken to over TLS (`protocol: https`).
+    pub tls: bool,
 }
 
 /// One plugin instance, ready to run.
@@ -160,6 +162,8 @@ pub struct BuildCache {
     plugins: IdMap<Kept<Option<Arc<ActivePlugin>>>>,
     /// Certificates ready to serve; `None` for one that cannot be (logged when built).
     certificates: IdMap<Kept<Option<Arc<CertPair>>>>,
+    /// CA certificates as applied (what `https` services were built against).
+    ca_certificates: IdMap<Arc<CoreEntity>>,
 }
 
 /// Maps by entity id, rebuilt on every change: SipHash was an eighth of applying one change
@@ -261,31 +265,21 @@ pub fn build<'a>(
         consumer_index: Arc::default(),
         plugins: sized(cache.plugins.len()),
         certificates: sized(cache.certificates.len()),
+        ca_certificates: sized(cache.ca_certificates.len()),
     };
     let mut snis = Vec::new();
+    let mut service_entities = Vec::new();
+    // A certificate or CA certificate changed: `https` services are built again (their TLS
+    // clients may trust or present it).
+    let mut tls_changed = false;
     let mut route_entities = Vec::new();
     let mut consumers_changed = false;
     let mut plugin_order = Vec::new();
     let mut invalidated = Invalidated::default();
     for e in entities {
         match e.kind {
-            EntityKind::Service => {
-                let runtime = match Kept::reuse(cache.services.get(&e.id), e) {
-                    Some(r) => r,
-                    None => {
-                        let s: Service = parse(e)?;
-                        let pool = upstreams.get(&s.host, s.port, s.connect_timeout);
-                        Arc::new(service_runtime(s, e.id, pool)?)
-                    }
-                };
-                next.services.insert(
-                    e.id,
-                    Kept {
-                        entity: e.clone(),
-                        value: runtime,
-                    },
-                );
-            }
+            // Built once every certificate is known (below).
+            EntityKind::Service => service_entities.push(e),
             EntityKind::Route => route_entities.push(e),
             EntityKind::Consumer => {
                 let consumer = match Kept::reuse(cache.consumers.get(&e.id), e) {
@@ -328,7 +322,10 @@ pub fn build<'a>(
             EntityKind::Certificate => {
                 let pair = match Kept::reuse(cache.certificates.get(&e.id), e) {
                     Some(p) => p,
-                    None => certificate_pair(e),
+                    None => {
+                        tls_changed = true;
+                        certificate_pair(e)
+                    }
                 };
                 next.certificates.insert(
                     e.id,
@@ -339,9 +336,67 @@ pub fn build<'a>(
                 );
             }
             EntityKind::Sni => snis.push(parse::<Sni>(e)?),
-            // Upstream TLS reads CA certificates; nothing of the proxy does yet.
-            EntityKind::CaCertificate => {}
+            EntityKind::CaCertificate => {
+                if !cache
+                    .ca_certificates
+                    .get(&e.id)
+                    .is_some_and(|held| Arc::ptr_eq(held, e))
+                {
+                    tls_changed = true;
+                }
+                next.ca_certificates.insert(e.id, e.clone());
+            }
         }
+    }
+    tls_changed |= next.certificates.len() != cache.certificates.len()
+        || next.ca_certificates.len() != cache.ca_certificates.len();
+    for e in service_entities {
+        let reused = Kept::reuse(cache.services.get(&e.id), e).filter(|r| !(tls_changed && r.tls));
+        let runtime = match reused {
+            Some(r) => r,
+            None => {
+                let s: Service = parse(e)?;
+                let tls = if s.protocol == "https" {
+                    let client_certificate = match s.client_certificate {
+                        Some(fk) => match next.certificates.get(&fk.id) {
+                            Some(k) => Some(parse::<Certificate>(&k.entity)?),
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    let ca = |id: Uuid| {
+                        next.ca_certificates
+                            .get(&id)
+                            .and_then(|e| e.body.get("cert"))
+                            .and_then(|c| c.as_str())
+                            .map(str::to_owned)
+                    };
+                    let input = crate::tls::UpstreamTlsInput {
+                        service: &s,
+                        ca: &ca,
+                        client_certificate: client_certificate.as_ref(),
+                    };
+                    Some(crate::tls::upstream_tls(&input).map_err(|reason| {
+                        SnapshotError::Entity {
+                            kind: "services",
+                            id: e.id,
+                            reason,
+                        }
+                    })?)
+                } else {
+                    None
+                };
+                let pool = upstreams.get(&s.host, s.port, s.connect_timeout, tls);
+                Arc::new(service_runtime(s, e.id, pool)?)
+            }
+        };
+        next.services.insert(
+            e.id,
+            Kept {
+                entity: e.clone(),
+                value: runtime,
+            },
+        );
     }
     // Plugins gone since the last build.
     for (id, kept) in &cache.plugins {
@@ -562,6 +617,7 @@ fn service_runtime(
     Ok(ServiceRuntime {
         host_header,
         pool,
+        tls: s.protocol == "https",
         service: s,
     })
 }

@@ -330,6 +330,211 @@ async fn serve_http1<I>(
     }
 }
 
+/// The system's trusted roots (`/etc/ssl/certs` and the like, read once): what an `https`
+/// service without `ca_certificates` is verified against.
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "a system root certificate could not be read");
+            }
+            let mut store = rustls::RootCertStore::empty();
+            let (added, ignored) = store.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "system root certificates loaded");
+            Arc::new(store)
+        })
+        .clone()
+}
+
+/// What an `https` service needs from the rest of the configuration to build its TLS client.
+pub struct UpstreamTlsInput<'a> {
+    /// The service.
+    pub service: &'a gatehouse_core::gateway::Service,
+    /// PEM of the CA certificates named in `ca_certificates`, by id (a missing id trusts
+    /// nothing in its place).
+    pub ca: &'a dyn Fn(Uuid) -> Option<String>,
+    /// The client certificate (`client_certificate`), keys opened, if the service names one.
+    pub client_certificate: Option<&'a Certificate>,
+}
+
+/// The TLS client of an `https` service: verification on unless `tls_verify` is `false`,
+/// against the service's `ca_certificates` or else the system roots, with at most
+/// `tls_verify_depth` certificates above the leaf, presenting `client_certificate`.
+pub fn upstream_tls(input: &UpstreamTlsInput<'_>) -> Result<crate::upstream::UpstreamTls, String> {
+    let s = input.service;
+    let host = s.host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("host {host:?} cannot be a TLS server name: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut key = format!("verify={:?};depth={:?}", s.tls_verify, s.tls_verify_depth);
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if s.tls_verify
+        == Some(false)
+    {
+        Arc::new(NoVerification(provider.clone()))
+    } else {
+        let roots = match &s.ca_certificates {
+            Some(ids) if !ids.is_empty() => {
+                let mut store = rustls::RootCertStore::empty();
+                for id in ids {
+                    key.push_str(&format!(";ca={id}"));
+                    let Some(pem) = (input.ca)(*id) else {
+                        tracing::error!(service = %s.id, ca = %id, "CA certificate not found: it is trusted by nothing");
+                        continue;
+                    };
+                    key.push_str(&format!("@{:x}", fxhash(&pem)));
+                    for der in parse_chain(&pem)? {
+                        store
+                            .add(der)
+                            .map_err(|e| format!("CA certificate {id}: {e}"))?;
+                    }
+                }
+                Arc::new(store)
+            }
+            _ => system_roots(),
+        };
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
+        Arc::new(DepthLimited {
+            inner,
+            depth: s.tls_verify_depth,
+        })
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match input.client_certificate {
+        Some(c) => {
+            key.push_str(&format!(";client={}@{}", c.id, c.updated_at));
+            builder
+                .with_client_auth_cert(parse_chain(&c.cert)?, parse_key(&c.key)?)
+                .map_err(|e| format!("client certificate {}: {e}", c.id))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(crate::upstream::UpstreamTls {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        name,
+        key,
+    })
+}
+
+/// A short fingerprint of PEM text, to tell a changed CA apart in pool keys.
+fn fxhash(text: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+/// Verification with a bound on the chain: nginx's `proxy_ssl_verify_depth` (Kong's
+/// `tls_verify_depth`), counted as the certificates the upstream presents above its own, plus
+/// the root.
+#[derive(Debug)]
+struct DepthLimited {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    depth: Option<u8>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for DepthLimited {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Some(depth) = self.depth
+            && intermediates.len() + 1 > usize::from(depth)
+        {
+            return Err(rustls::Error::General(format!(
+                "certificate chain longer than tls_verify_depth {depth}"
+            )));
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `tls_verify: false`: any certificate is accepted (the handshake's signatures are still
+/// checked, so the peer holds the key of the certificate it sent).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,28 @@ struct PoolKey {
     host: String,
     port: u16,
     connect_timeout_ms: u32,
+    /// What the TLS settings are ([`UpstreamTls::key`]); `None` for plain HTTP.
+    tls: Option<String>,
+}
+
+/// How connections to an `https` upstream are made: the client configuration (roots,
+/// verification, client certificate) and the name sent as SNI and verified.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The connector.
+    pub connector: tokio_rustls::TlsConnector,
+    /// The server name (SNI, and what the certificate must be valid for).
+    pub name: rustls::pki_types::ServerName<'static>,
+    /// Identifies the settings: connections are pooled only with others made the same way.
+    pub key: String,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The pools of every upstream the running configurations use. A pool lives as long as a
@@ -54,12 +76,20 @@ pub struct UpstreamPools {
 }
 
 impl UpstreamPools {
-    /// The pool for `host:port` with this connect timeout (created on first use).
-    pub fn get(&self, host: &str, port: u16, connect_timeout_ms: u32) -> Arc<HostPool> {
+    /// The pool for `host:port` with this connect timeout, over TLS made with `tls` when
+    /// given (created on first use).
+    pub fn get(
+        &self,
+        host: &str,
+        port: u16,
+        connect_timeout_ms: u32,
+        tls: Option<UpstreamTls>,
+    ) -> Arc<HostPool> {
         let key = PoolKey {
             host: host.to_owned(),
             port,
             connect_timeout_ms,
+            tls: tls.as_ref().map(|t| t.key.clone()),
         };
         let mut pools = self.pools.lock();
         pools.retain(|_, pool| pool.strong_count() > 0);
@@ -74,6 +104,7 @@ impl UpstreamPools {
                 .trim_end_matches(']')
                 .to_owned(),
             port,
+            tls,
             idle: Mutex::new(Vec::new()),
         });
         pools.insert(key, Arc::downgrade(&pool));
@@ -86,6 +117,7 @@ pub struct HostPool {
     host: String,
     port: u16,
     connect_timeout: Duration,
+    tls: Option<UpstreamTls>,
     idle: Mutex<Vec<IdleConn>>,
 }
 
@@ -99,9 +131,66 @@ impl std::fmt::Debug for HostPool {
     }
 }
 
+/// An upstream connection's transport.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Stream {
+    /// Writes all of `data` and flushes it (TLS keeps records in its buffer until flushed).
+    async fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_all(data).await?;
+        if let Stream::Tls(s) = self {
+            s.flush().await?;
+        }
+        Ok(())
+    }
+}
+
 /// One upstream connection and the bytes read from it that no message has used yet.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     /// The proxy worker whose reactor the socket is registered with ([`workers::current`]).
     worker: u32,
@@ -134,6 +223,10 @@ pub enum UpstreamError {
     /// No complete response head before the deadline.
     #[error("the upstream did not answer in time")]
     TimedOut,
+    /// The TLS handshake failed: the certificate did not verify, or the upstream does not
+    /// speak TLS. Not retried (it would fail the same way).
+    #[error("TLS handshake with the upstream failed: {0}")]
+    Tls(io::Error),
 }
 
 impl UpstreamError {
@@ -320,7 +413,8 @@ impl HostPool {
                 }
                 idle.remove(at).conn
             };
-            if still_open(&conn) {
+            let mut conn = conn;
+            if still_open(&mut conn) {
                 return Some(conn);
             }
         }
@@ -358,14 +452,28 @@ impl HostPool {
                 io::Error::new(io::ErrorKind::NotFound, "the host has no address")
             })))
         };
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+        // The connect timeout bounds the TLS handshake too (nginx's `proxy_connect_timeout`
+        // covers the SSL handshake as well).
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let timed_out =
+            || UpstreamError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        let tcp = tokio::time::timeout_at(deadline, connecting)
             .await
-            .map_err(|_| {
-                UpstreamError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-            })??;
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| timed_out())??;
+        let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(IDLE_TIMEOUT);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                let handshake = tls.connector.connect(tls.name.clone(), tcp);
+                let tls = tokio::time::timeout_at(deadline, handshake)
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(UpstreamError::Tls)?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_BUF),
@@ -411,9 +519,25 @@ async fn within<F: std::future::Future>(
     .await
 }
 
-fn still_open(conn: &Conn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+fn still_open(conn: &mut Conn) -> bool {
+    match &mut conn.stream {
+        Stream::Plain(s) => {
+            let mut probe = [0u8; 1];
+            matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+        // A read that would wait: nothing but TLS housekeeping (session tickets, which rustls
+        // takes itself) arrived. Polled without a waker to register: the next real read
+        // registers its own.
+        Stream::Tls(s) => {
+            let mut probe = [0u8; 1];
+            let mut buf = tokio::io::ReadBuf::new(&mut probe);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            matches!(
+                tokio::io::AsyncRead::poll_read(Pin::new(&mut **s), &mut cx, &mut buf),
+                Poll::Pending
+            )
+        }
+    }
 }
 
 /// Writes a request without a body and reads the response head on `conn` (the caller bounds
@@ -423,10 +547,7 @@ async fn exchange_bodiless(
     head: &[u8],
     head_method: bool,
 ) -> Result<(ResponseHead, Framing, bool), Attempt> {
-    conn.stream
-        .write_all(head)
-        .await
-        .map_err(Attempt::NoResponse)?;
+    conn.stream.send(head).await.map_err(Attempt::NoResponse)?;
     read_head(conn, head_method).await
 }
 
@@ -498,10 +619,7 @@ async fn write_body(
     len: Option<u64>,
     write_timeout: Duration,
 ) -> Result<Sent, Attempt> {
-    conn.stream
-        .write_all(head)
-        .await
-        .map_err(Attempt::NoResponse)?;
+    conn.stream.send(head).await.map_err(Attempt::NoResponse)?;
     let mut sent = 0u64;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -543,18 +661,21 @@ async fn write_watching(
     write_timeout: Duration,
 ) -> Result<Sent, Attempt> {
     let fail = |e: io::Error| Attempt::Failed(ExchangeError::Io(e));
+    let stream = match &mut conn.stream {
+        Stream::Plain(s) => s,
+        Stream::Tls(_) => return write_watching_tls(conn, data, write_timeout).await,
+    };
     while !data.is_empty() {
-        match conn.stream.try_write(data) {
+        match stream.try_write(data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let stream = &conn.stream;
                 tokio::select! {
                     ready = stream.writable() => ready.map_err(fail)?,
                     () = tokio::time::sleep(write_timeout) => return Err(Attempt::TimedOut),
                     ready = stream.readable() => {
                         ready.map_err(fail)?;
                         h1::reserve_read(&mut conn.buf, READ_BUF);
-                        match conn.stream.try_read_buf(&mut conn.buf) {
+                        match stream.try_read_buf(&mut conn.buf) {
                             // Readiness without data (stale): go on writing.
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                             Err(e) => return Err(fail(e)),
@@ -565,6 +686,54 @@ async fn write_watching(
                 }
             }
             Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(Sent::Whole)
+}
+
+/// [`write_watching`] over TLS: the write and the watch for an early answer are polled
+/// together on the one TLS stream, and what was written is flushed.
+async fn write_watching_tls(
+    conn: &mut Conn,
+    mut data: &[u8],
+    write_timeout: Duration,
+) -> Result<Sent, Attempt> {
+    use tokio::io::AsyncWrite;
+    let fail = |e: io::Error| Attempt::Failed(ExchangeError::Io(e));
+    enum Step {
+        Wrote(usize),
+        Flushed,
+        Answer,
+    }
+    let mut flushed = false;
+    while !data.is_empty() || !flushed {
+        let step = std::future::poll_fn(|cx| {
+            let polled = if data.is_empty() {
+                Pin::new(&mut conn.stream)
+                    .poll_flush(cx)
+                    .map_ok(|()| Step::Flushed)
+            } else {
+                Pin::new(&mut conn.stream)
+                    .poll_write(cx, data)
+                    .map_ok(Step::Wrote)
+            };
+            if polled.is_ready() {
+                return polled;
+            }
+            match poll_fill(conn, cx) {
+                Poll::Ready(Ok(_)) => Poll::Ready(Ok(Step::Answer)),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match tokio::time::timeout(write_timeout, step).await {
+            Err(_) => return Err(Attempt::TimedOut),
+            Ok(Err(e)) => return Err(fail(e)),
+            Ok(Ok(Step::Wrote(0))) => return Err(fail(io::ErrorKind::WriteZero.into())),
+            Ok(Ok(Step::Wrote(n))) => data = &data[n..],
+            Ok(Ok(Step::Flushed)) => flushed = true,
+            // Answer bytes, or the upstream's close: read_head takes it from here.
+            Ok(Ok(Step::Answer)) => return Ok(Sent::Cut),
         }
     }
     Ok(Sent::Whole)
@@ -833,7 +1002,7 @@ mod tests {
             }
         });
         let pools = UpstreamPools::default();
-        let pool = pools.get("127.0.0.1", port, 1000);
+        let pool = pools.get("127.0.0.1", port, 1000, None);
         (pools, pool, keeper)
     }
 

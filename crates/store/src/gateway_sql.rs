@@ -476,9 +476,37 @@ macro_rules! gateway_sql_helpers {
                 }
                 K::Route => Some(("plugins", "route_id")),
                 K::Consumer => Some(("plugins", "consumer_id")),
-                // A certificate's SNIs go with it (Kong deletes them too).
-                K::Certificate => Some(("snis", "certificate_id")),
-                K::Plugin | K::Sni | K::CaCertificate => None,
+                // A certificate's SNIs go with it (Kong deletes them too); one that a service
+                // presents to its upstream stays.
+                K::Certificate => {
+                    let mut qb: Qb = QueryBuilder::new(
+                        "SELECT COUNT(*) FROM core_entities WHERE kind = 'services' AND control_plane_id = ",
+                    );
+                    qb.push_bind(cp.to_string())
+                        .push(" AND certificate_id = ")
+                        .push_bind(id.to_string());
+                    let n: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await.map_err(db_err)?;
+                    if n > 0 {
+                        return Err(StoreError::HasChildren);
+                    }
+                    Some(("snis", "certificate_id"))
+                }
+                // A CA certificate that a service trusts stays (the service's
+                // `ca_certificates` lists ids in its JSON body).
+                K::CaCertificate => {
+                    let mut qb: Qb = QueryBuilder::new(
+                        "SELECT COUNT(*) FROM core_entities WHERE kind = 'services' AND control_plane_id = ",
+                    );
+                    qb.push_bind(cp.to_string())
+                        .push(" AND body LIKE ")
+                        .push_bind(format!("%\"{id}\"%"));
+                    let n: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await.map_err(db_err)?;
+                    if n > 0 {
+                        return Err(StoreError::HasChildren);
+                    }
+                    None
+                }
+                K::Plugin | K::Sni => None,
             };
             if let Some((children, column)) = cascade_column {
                 let mut qb: Qb = QueryBuilder::new("DELETE FROM core_entities WHERE kind = ");
