@@ -91,6 +91,10 @@ pub struct Forward {
     pub proxy_latency: u64,
     /// `X-Gatehouse-Request-Id`.
     pub request_id: HeaderValue,
+    /// After `101 Switching Protocols` to a WebSocket upgrade: the upstream's end of the
+    /// connection, to relay to the client's once the head is sent, and how long the relay may
+    /// sit idle (the service's `read_timeout`).
+    pub upgraded: Option<(crate::upstream::Upgraded, Duration)>,
 }
 
 impl Reply {
@@ -153,6 +157,7 @@ async fn proxy(
     // Hop-by-hop headers, including those the client names in `Connection`, go before any
     // plugin runs: otherwise `Connection: X-Anonymous-Consumer` would strip a header a plugin
     // set for the upstream.
+    let upgrade = is_websocket_upgrade(&req.parts);
     strip_hop_by_hop(&mut req.parts.headers);
     let parts = &req.parts;
     // The request as it came, for routing and the forwarding headers after plugins may have
@@ -272,6 +277,9 @@ async fn proxy(
     let mut head = Vec::with_capacity(384 + 48 * headers.len());
     h1::write_request_line(&mut head, method, upstream_path, query);
     write_upstream_headers(&mut head, headers, &forwarding);
+    if upgrade {
+        head.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
     head.extend_from_slice(b"\r\n");
 
     let read_timeout = Duration::from_millis(u64::from(svc.read_timeout));
@@ -296,6 +304,7 @@ async fn proxy(
             read_timeout,
             write_timeout: Duration::from_millis(u64::from(svc.write_timeout)),
             deadline: tokio::time::Instant::from_std(started) + header_timeout,
+            upgrade,
             started,
         };
         match service.pool.send(request).await {
@@ -341,6 +350,17 @@ async fn proxy(
     let rewritten = executed
         .iter()
         .any(|inst| inst.plugin.rewrites_response_headers());
+    if let Some(upgraded) = resp.upgraded {
+        // The switch is forwarded as received; the head's own fields are not rewritten.
+        return Ok(Reply::Forward(Box::new(Forward {
+            head: resp.head,
+            body,
+            upstream_latency: whole_millis(upstream_latency),
+            proxy_latency: whole_millis(proxy_latency),
+            request_id: HeaderValue::from_static(""),
+            upgraded: Some((upgraded, read_timeout)),
+        })));
+    }
     if resp.head.forwardable() && !rewritten {
         return Ok(Reply::Forward(Box::new(Forward {
             head: resp.head,
@@ -348,6 +368,7 @@ async fn proxy(
             upstream_latency: whole_millis(upstream_latency),
             proxy_latency: whole_millis(proxy_latency),
             request_id: HeaderValue::from_static(""),
+            upgraded: None,
         })));
     }
     let mut parts = resp.head.into_parts().map_err(|e| {
@@ -428,6 +449,26 @@ fn request_host(parts: &http::request::Parts) -> Option<RequestHost> {
         Some(v) => Some(RequestHost::Header(v.clone())),
         None => parts.uri.authority().cloned().map(RequestHost::Authority),
     }
+}
+
+/// Whether the request asks to switch to WebSocket (RFC 6455 §4.1): a bodiless HTTP/1.1 GET
+/// with `Upgrade: websocket` and `upgrade` among its `Connection` options.
+fn is_websocket_upgrade(parts: &http::request::Parts) -> bool {
+    if parts.version != http::Version::HTTP_11 || parts.method != http::Method::GET {
+        return false;
+    }
+    let h = &parts.headers;
+    if h.contains_key(header::CONTENT_LENGTH) || h.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    let token = |name: header::HeaderName, want: &[u8]| {
+        h.get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(want))
+        })
+    };
+    token(header::CONNECTION, b"upgrade") && token(header::UPGRADE, b"websocket")
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

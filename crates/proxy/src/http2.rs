@@ -129,8 +129,13 @@ pub(crate) async fn exchange(
     gateway: &Gateway,
     info: &ConnInfo,
     limits: &Limits,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    // An HTTP/1.1 request over TLS may ask to switch to WebSocket: hyper hands the connection
+    // over once the 101 is sent.
+    let on_upgrade = (req.version() == http::Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE))
+    .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1): it stands in for `Host`, and
     // the target is routed and sent upstream in origin form, as an HTTP/1.1 request's.
@@ -161,8 +166,28 @@ pub(crate) async fn exchange(
         body,
         upstream_path: String::new(),
     };
-    let reply = handle(gateway, &mut req, info).await;
-    response(reply, method_head)
+    let mut reply = handle(gateway, &mut req, info).await;
+    let upgraded = match &mut reply {
+        Reply::Forward(f) => f.upgraded.take(),
+        Reply::Parts(_) => None,
+    };
+    let mut resp = response(reply, method_head);
+    if let (Some((upstream, idle)), Some(on_upgrade)) = (upgraded, on_upgrade) {
+        let headers = resp.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(client) => {
+                    if let Err(e) = upstream.relay(TokioIo::new(client), &[], idle).await {
+                        tracing::debug!(error = %e, "upgraded connection ended with an error");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "the client's connection did not upgrade"),
+            }
+        });
+    }
+    resp
 }
 
 /// Fields that are this connection's own in HTTP/1.1 and malformed in HTTP/2 (RFC 9113

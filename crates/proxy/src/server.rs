@@ -217,8 +217,11 @@ impl Connection {
             let exchanged = self.exchange(&mut req, &mut buf, &mut out).await;
             req.clear();
             match exchanged {
-                Ok(true) if !self.stopping() => {}
-                Ok(_) => return linger_close(&self.stream).await,
+                Ok(Exchanged::Done(true)) if !self.stopping() => {}
+                Ok(Exchanged::Done(_)) => return linger_close(&self.stream).await,
+                Ok(Exchanged::Upgraded(upstream, idle)) => {
+                    return self.relay(upstream, idle, buf).await;
+                }
                 Err(_) => return,
             }
         }
@@ -301,6 +304,24 @@ impl Connection {
         }
     }
 
+    /// Relays the connection to the upstream that switched protocols with it, `early` (what
+    /// the client sent after its request head) first.
+    async fn relay(self, upstream: crate::upstream::Upgraded, idle: Duration, early: BytesMut) {
+        let Connection {
+            stream,
+            _live,
+            _admission,
+            ..
+        } = self;
+        // An upgrade request has no body, so nothing else holds the socket.
+        let Ok(stream) = Arc::try_unwrap(stream) else {
+            return;
+        };
+        if let Err(e) = upstream.relay(stream, &early, idle).await {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
+        }
+    }
+
     /// Hands the connection to the HTTP/2 server, with the bytes read so far.
     async fn serve_http2(self, buf: BytesMut) {
         let Connection {
@@ -380,7 +401,7 @@ impl Connection {
         req: &mut ProxyRequest,
         buf: &mut BytesMut,
         out: &mut Vec<u8>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Exchanged> {
         let parts = &mut req.parts;
         let version = parts.version;
         let method_head = parts.method == Method::HEAD;
@@ -399,7 +420,7 @@ impl Connection {
                     false,
                 )
                 .await?;
-                return Ok(false);
+                return Ok(Exchanged::Done(false));
             }
         };
         // The framing headers are this hop's: the handler decides the upstream's framing. The
@@ -435,7 +456,18 @@ impl Connection {
         req.body = body;
         // A body the handler did not take (the request was answered before it went upstream)
         // stays in `req` until the connection clears it after the response.
-        let resp = handle(&self.gateway, req, &self.info).await;
+        let mut resp = handle(&self.gateway, req, &self.info).await;
+        if let Reply::Forward(f) = &mut resp
+            && let Some((upstream, idle)) = f.upgraded.take()
+        {
+            // 101: the head goes out as received, with the switch's own fields, and the
+            // connection then belongs to the relay.
+            out.clear();
+            write_forward_head(out, f, version, false);
+            out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+            write_all(&self.stream, self.limits.send_timeout, out).await?;
+            return Ok(Exchanged::Upgraded(upstream, idle));
+        }
         if let Some(shared) = shared {
             // The connection continues only after the whole request body was read.
             let mut state = shared.lock();
@@ -458,7 +490,17 @@ impl Connection {
             keep_alive,
         )
         .await
+        .map(Exchanged::Done)
     }
+}
+
+/// How an exchange ended.
+enum Exchanged {
+    /// The response was sent; `true` when the connection may carry another request.
+    Done(bool),
+    /// The upstream switched protocols (WebSocket): the connection is relayed to it, idle for
+    /// at most this long.
+    Upgraded(crate::upstream::Upgraded, Duration),
 }
 
 /// How long a closing connection keeps reading what the client still sends.

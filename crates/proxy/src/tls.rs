@@ -306,7 +306,9 @@ async fn serve_http1<I>(
             }
         })
     };
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let conn = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let mut closing = *stopping.borrow();
     if closing {

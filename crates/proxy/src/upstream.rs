@@ -249,8 +249,8 @@ pub enum ExchangeError {
     /// The response head is not HTTP/1.x.
     #[error("malformed response head: {0}")]
     Head(#[from] HeadError),
-    /// The upstream switched protocols, which the proxy does not forward.
-    #[error("the upstream answered 101 Switching Protocols")]
+    /// The upstream switched protocols without being asked to.
+    #[error("the upstream answered 101 Switching Protocols to a request that asked for no upgrade")]
     Upgrade,
     /// The request body could not be read from the client.
     #[error("request body: {0}")]
@@ -290,6 +290,9 @@ pub struct UpstreamRequest<'a> {
     /// gets `read_timeout` for the head from when its body was sent instead: an upload may
     /// take longer than the read timeout.
     pub deadline: tokio::time::Instant,
+    /// The request asks to switch to WebSocket: a `101` answer hands the connection over
+    /// ([`UpstreamResponse::upgraded`]) instead of being refused.
+    pub upgrade: bool,
     /// When this attempt began. The pool takes it as "now" when it picks an idle connection
     /// and as the time the connection was last used when it comes back, rather than reading
     /// the clock twice more per request; both make a connection look older than it is, so
@@ -304,6 +307,129 @@ pub struct UpstreamResponse {
     pub head: ResponseHead,
     /// The body, which holds the connection until it has been read to its end.
     pub body: UpstreamBody,
+    /// After a `101 Switching Protocols` to an upgrade request: the connection, now the
+    /// upstream's end of the new protocol.
+    pub upgraded: Option<Upgraded>,
+}
+
+/// An upstream connection that switched protocols (WebSocket): bytes now flow both ways
+/// unframed until either side closes.
+pub struct Upgraded {
+    stream: Stream,
+    /// What the upstream sent after its `101` head.
+    read: BytesMut,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded").finish_non_exhaustive()
+    }
+}
+
+impl Upgraded {
+    /// Relays bytes between `client` (whose `early` bytes, read past the request head, go
+    /// first) and the upstream until both directions have ended, or nothing moved either way
+    /// for `idle` (then both are closed).
+    pub async fn relay<C>(mut self, mut client: C, early: &[u8], idle: Duration) -> io::Result<()>
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if !early.is_empty() {
+            self.stream.send(early).await?;
+        }
+        if !self.read.is_empty() {
+            client.write_all(&self.read).await?;
+            client.flush().await?;
+        }
+        let activity = ActivityClock::default();
+        let mut upstream = Watched {
+            inner: self.stream,
+            clock: &activity,
+        };
+        let mut client = Watched {
+            inner: client,
+            clock: &activity,
+        };
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        loop {
+            let quiet_until = tokio::time::Instant::from_std(activity.last() + idle);
+            tokio::select! {
+                done = &mut copy => return done.map(|_| ()),
+                () = tokio::time::sleep_until(quiet_until) => {
+                    if activity.last().elapsed() >= idle {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the upgraded connection was idle too long"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved on a relay.
+struct ActivityClock {
+    start: Instant,
+    /// Milliseconds from `start`.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for ActivityClock {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl ActivityClock {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// A stream whose reads count as activity on a relay.
+struct Watched<'a, S> {
+    inner: S,
+    clock: &'a ActivityClock,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.clock.touch();
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A failed attempt on one connection, before a response was received.
@@ -332,6 +458,7 @@ impl HostPool {
             read_timeout,
             write_timeout,
             deadline,
+            upgrade,
             started,
         } = req;
         let head_method = *method == Method::HEAD;
@@ -350,7 +477,7 @@ impl HostPool {
                 within(
                     &mut timer,
                     deadline,
-                    exchange_bodiless(&mut conn, head, head_method),
+                    exchange_bodiless(&mut conn, head, head_method, upgrade),
                 )
                 .await
                 .unwrap_or(Err(Attempt::TimedOut))
@@ -368,6 +495,18 @@ impl HostPool {
             };
             conn.timer = timer;
             match exchanged {
+                Ok((head, _, _)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    let body = UpstreamBody::done(self.clone(), read_timeout, started);
+                    let upgraded = Upgraded {
+                        stream: conn.stream,
+                        read: conn.buf,
+                    };
+                    return Ok(UpstreamResponse {
+                        head,
+                        body,
+                        upgraded: Some(upgraded),
+                    });
+                }
                 Ok((head, framing, reusable)) => {
                     let body = UpstreamBody::new(
                         self.clone(),
@@ -377,7 +516,11 @@ impl HostPool {
                         read_timeout,
                         started,
                     );
-                    return Ok(UpstreamResponse { head, body });
+                    return Ok(UpstreamResponse {
+                        head,
+                        body,
+                        upgraded: None,
+                    });
                 }
                 Err(Attempt::NoResponse(_)) if reused && may_resend => may_resend = false,
                 Err(Attempt::NoResponse(e)) if reused => return Err(UpstreamError::Stale(e)),
@@ -546,9 +689,10 @@ async fn exchange_bodiless(
     conn: &mut Conn,
     head: &[u8],
     head_method: bool,
+    upgrade: bool,
 ) -> Result<(ResponseHead, Framing, bool), Attempt> {
     conn.stream.send(head).await.map_err(Attempt::NoResponse)?;
-    read_head(conn, head_method).await
+    read_head(conn, head_method, upgrade).await
 }
 
 /// Writes a request with its body and reads the response head on `conn`: each write may wait
@@ -600,7 +744,7 @@ async fn head_within(
     deadline: tokio::time::Instant,
     head_method: bool,
 ) -> Result<(ResponseHead, Framing, bool), Attempt> {
-    within(timer, deadline, read_head(conn, head_method))
+    within(timer, deadline, read_head(conn, head_method, false))
         .await
         .unwrap_or(Err(Attempt::TimedOut))
 }
@@ -744,6 +888,7 @@ async fn write_watching_tls(
 async fn read_head(
     conn: &mut Conn,
     head_method: bool,
+    upgrade: bool,
 ) -> Result<(ResponseHead, Framing, bool), Attempt> {
     let mut received = false;
     loop {
@@ -752,6 +897,9 @@ async fn read_head(
             match h1::parse_response(&mut conn.buf, MAX_RESPONSE_HEAD) {
                 Ok(Some(head)) => {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        if upgrade {
+                            return Ok((head, Framing::Close, false));
+                        }
                         return Err(Attempt::Failed(ExchangeError::Upgrade));
                     }
                     if head.status.is_informational() {
@@ -852,6 +1000,21 @@ impl std::fmt::Debug for UpstreamBody {
 pub struct ReadTimedOut;
 
 impl UpstreamBody {
+    /// An empty body that holds no connection (the connection went elsewhere).
+    fn done(pool: Arc<HostPool>, timeout: Duration, started: Instant) -> Self {
+        Self {
+            pool,
+            conn: None,
+            framing: Framing::Length(0),
+            reusable: false,
+            ended: true,
+            timeout,
+            started,
+            sleep: None,
+            armed: false,
+        }
+    }
+
     fn new(
         pool: Arc<HostPool>,
         conn: Conn,

@@ -1,0 +1,208 @@
+//! WebSockets through the proxy: an `Upgrade: websocket` request runs the plugin chain (here
+//! `oauth2-introspection`) like any other, and once the upstream switches protocols the
+//! proxy relays frames both ways, on the plain listener and on the TLS one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// tungstenite's handshake callback returns its error response by value.
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use common::{Node, admin, auth_server_with_client, client, grant};
+use futures::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A WebSocket echo server: answers every text message with `echo: <text>`, and records the
+/// `X-Credential-Client-Id` of each upgrade request it accepted.
+async fn ws_echo() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let callback =
+                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                        let who = req
+                            .headers()
+                            .get("x-credential-client-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        record.lock().unwrap().push(who);
+                        Ok(resp)
+                    };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    let reply = match msg {
+                        Message::Text(t) => Message::text(format!("echo: {}", t.as_str())),
+                        Message::Close(_) => return,
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sends two messages on `ws` and checks the echoes.
+async fn talk<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for text in ["hello", "again"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(got, Message::text(format!("echo: {text}")));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn websockets_pass_the_introspection_plugin_then_relay_both_ways() {
+    let (upstream, seen) = ws_echo().await;
+    let node = Node::start("serve", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let (server, creds) = auth_server_with_client(&http, &node.admin, "ws").await;
+    let issuer = server["issuer"].as_str().unwrap().to_owned();
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", creds.0, creds.1),
+    );
+    for (collection, body) in [
+        (
+            "/services",
+            json!({"name": "ws", "url": format!("http://{upstream}/socket")}),
+        ),
+        (
+            "/services/ws/routes",
+            json!({"name": "ws", "paths": ["/ws"]}),
+        ),
+    ] {
+        let (s, v) = admin(
+            &http,
+            Method::POST,
+            format!("{}{collection}", node.admin),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, 201, "{collection}: {v}");
+    }
+    let proxy = node.proxy.strip_prefix("http://").unwrap().to_owned();
+    let connect = |token: Option<String>| {
+        let url = format!("ws://{proxy}/ws");
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            if let Some(t) = token {
+                req.headers_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            let addr = req.uri().authority().unwrap().as_str().to_owned();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(req, tcp).await
+        }
+    };
+    // Before the plugin: the upgrade goes through and frames flow both ways.
+    let (mut ws, resp) = connect(None).await.expect("the upgrade is proxied");
+    assert_eq!(resp.status(), 101);
+    talk(&mut ws).await;
+
+    // With the plugin: no token, no upgrade.
+    let (s, v) = admin(
+        &http,
+        Method::POST,
+        format!("{}/routes/ws/plugins", node.admin),
+        Some(json!({"name": "oauth2-introspection", "config": {
+            "introspection_url": format!("{issuer}/introspect"),
+            "authorization_value": format!("Basic {basic}"),
+        }})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    match connect(None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    // A token: upgraded, and the upstream saw who the client is.
+    let (s, t) = grant(&http, &issuer, &creds).await;
+    assert_eq!(s, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let (mut ws, _) = connect(Some(token.clone()))
+        .await
+        .expect("authorised upgrade");
+    talk(&mut ws).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1], creds.0, "{seen:?}");
+
+    // Over the TLS listener (wss), through hyper's HTTP/1.1 server.
+    let tls_addr: SocketAddr = node
+        .proxy_tls
+        .as_deref()
+        .unwrap()
+        .strip_prefix("https://")
+        .unwrap()
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .unwrap();
+    let default_pem = std::fs::read(node.dir.join("proxy-default.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(&default_pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut req = format!("wss://localhost:{}/ws", tls_addr.port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("the upgrade is proxied over TLS");
+    assert_eq!(resp.status(), 101);
+    talk(&mut ws).await;
+
+    // A relay that carries nothing for the service's read_timeout is closed.
+    let (s, _) = admin(
+        &http,
+        Method::PATCH,
+        format!("{}/services/ws", node.admin),
+        Some(json!({"read_timeout": 300})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (mut ws, _) = connect(Some(token)).await.expect("authorised upgrade");
+    ws.send(Message::text("still there")).await.unwrap();
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(got, Message::text("echo: still there"));
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("the idle relay is closed well before 5 s");
+    assert!(!matches!(quiet, Some(Ok(Message::Text(_)))), "{quiet:?}");
+}
