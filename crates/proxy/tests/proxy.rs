@@ -1772,3 +1772,81 @@ async fn an_http2_rapid_reset_flood_closes_its_connection_and_the_listener_serve
     let (status, _, _) = env.get_json("/anything", &[]).await;
     assert_eq!(status, 200);
 }
+
+/// The TLS listener of `env`'s gateway on a fresh port, serving a self-signed certificate for
+/// `localhost`: its address and the certificate's DER.
+async fn tls_listener(env: &Env) -> (SocketAddr, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pair = gatehouse_proxy::tls::CertPair::from_pem(&cert.pem(), &key.serialize_pem()).unwrap();
+    let config = gatehouse_proxy::tls::server_config(env.gateway.clone(), pair).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gatehouse_proxy::tls::serve(
+        listener,
+        env.gateway.clone(),
+        gatehouse_proxy::server::Edge::new(gatehouse_listener::Limits::with_connections(64)),
+        config,
+        std::future::pending(),
+    ));
+    (addr, cert.der().to_vec())
+}
+
+#[tokio::test]
+async fn http2_over_tls_by_alpn_runs_100_concurrent_streams_on_one_connection() {
+    let env = Env::new().await;
+    let slow = env
+        .service(json!({"url": format!("{}/delay/0.5", env.echo.base_url())}))
+        .await;
+    env.route(json!({"paths": ["/slow"]}), Some(slow)).await;
+    env.plugin(json!({"name": "marker", "config": {"value": "h2-tls"}}))
+        .await;
+    let (addr, der) = tls_listener(&env).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let _driving = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let base = format!("https://localhost:{}", addr.port());
+    let started = std::time::Instant::now();
+    let streams = (0..100).map(|i| {
+        let mut send = send.clone();
+        let uri = format!("{base}/slow?i={i}");
+        async move { h2_request(&mut send, "GET", uri, "").await }
+    });
+    let answers = futures::future::join_all(streams).await;
+    let took = started.elapsed();
+    for (i, (status, _, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "stream {i}: {body}");
+        assert_eq!(body["args"]["i"], i.to_string(), "{body}");
+        assert_eq!(body["headers"]["X-Test-Plugin"], "h2-tls");
+        assert_eq!(body["headers"]["X-Forwarded-Proto"], "https", "{body}");
+    }
+    // Side by side: one after the other would take 50 s.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
