@@ -470,8 +470,14 @@ async fn echo(args: EchoArgs) -> Result<()> {
         .context("the echo server failed")
 }
 
+/// The tag on the quickstart's own entities: what a later run may re-point.
+const QUICKSTART_TAG: &str = "gatehouse-quickstart";
+
 /// The quickstart's `example-service` (→ the echo upstream) and `example-route` (`/anything`),
-/// created through the same code as the admin API's; existing ones are left as they are.
+/// created through the same code as the admin API's. On a later run they are reused, and the
+/// service is pointed at this run's echo upstream if it is still the quickstart's own (tagged,
+/// or an older run's: a loopback host and the path `/anything`) but the echo moved; a service
+/// the user made under that name is left as it is. Says what it did.
 async fn quickstart_entities(
     store: &gatehouse_store::SharedStore,
     cp: uuid::Uuid,
@@ -479,16 +485,41 @@ async fn quickstart_entities(
 ) -> Result<()> {
     use gatehouse_core::gateway::{EntityKind, Route, Service};
     let now = gatehouse_core::Timestamp::now().unix_seconds();
+    let url = format!("http://{echo}/anything");
+    let fresh = |id, created_at| {
+        let body = serde_json::json!({"name": "example-service", "url": url,
+                                      "tags": [QUICKSTART_TAG]});
+        Service::from_input(id, body, created_at, now)
+            .map_err(|e| anyhow::anyhow!("example-service: {}", e.summary()))
+    };
     let service_id = match store
         .core_entity_by_key(cp, EntityKind::Service, "example-service")
         .await?
     {
-        Some(e) => e.id,
+        Some(e) => {
+            let held: Service = serde_json::from_value(e.body.clone())
+                .context("the stored example-service cannot be read")?;
+            let ours = held.tags.iter().flatten().any(|t| t == QUICKSTART_TAG)
+                || (is_loopback_host(&held.host) && held.path.as_deref() == Some("/anything"));
+            let target = (echo.ip().to_string(), echo.port());
+            if !ours {
+                println!("example-service exists and is not the quickstart's: left as it is");
+            } else if (held.host.as_str(), held.port) != (target.0.as_str(), target.1) {
+                let svc = fresh(e.id, e.created_at)?;
+                store
+                    .update_core_entity(&svc.to_entity(cp), &e.body)
+                    .await?;
+                println!(
+                    "example-service: pointed at this run's echo upstream {echo} (was {}:{})",
+                    held.host, held.port
+                );
+            } else {
+                println!("example-service: reused");
+            }
+            e.id
+        }
         None => {
-            let body = serde_json::json!({"name": "example-service",
-                                          "url": format!("http://{echo}/anything")});
-            let svc = Service::from_input(uuid::Uuid::new_v4(), body, now, now)
-                .map_err(|e| anyhow::anyhow!("example-service: {}", e.summary()))?;
+            let svc = fresh(uuid::Uuid::new_v4(), now)?;
             store.insert_core_entity(&svc.to_entity(cp)).await?;
             svc.id
         }
@@ -499,12 +530,24 @@ async fn quickstart_entities(
         .is_none()
     {
         let body = serde_json::json!({"name": "example-route", "paths": ["/anything"],
-                                      "service": {"id": service_id}});
+                                      "service": {"id": service_id}, "tags": [QUICKSTART_TAG]});
         let route = Route::from_input(uuid::Uuid::new_v4(), body, now, now)
             .map_err(|e| anyhow::anyhow!("example-route: {}", e.summary()))?;
         store.insert_core_entity(&route.to_entity(cp)).await?;
+    } else {
+        println!("example-route: reused");
     }
     Ok(())
+}
+
+/// Whether `host` names this machine (`localhost`, a loopback address).
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// For a node that started from its cached configuration: applies the migrations once the

@@ -5,13 +5,18 @@
 
 mod common;
 
-use common::{Node, admin, client};
+use common::{Node, StartOptions, admin, client};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn quickstart_serves_example_route_and_new_routes_at_once() {
-    let node = Node::start("quickstart", None, &[]);
+    let dir = std::env::temp_dir().join(format!("gh-qs-{}", uuid::Uuid::new_v4().simple()));
+    let opts = || StartOptions {
+        data_dir: Some(dir.clone()),
+        ..StartOptions::default()
+    };
+    let node = Node::start_opts("quickstart", None, &[], opts());
     let http = client();
     node.ready(&http).await;
     let echo = node
@@ -75,8 +80,37 @@ async fn quickstart_serves_example_route_and_new_routes_at_once() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["url"], format!("{echo}/anything/second/x"));
 
-    // Running quickstart again reuses what exists.
+    // Running quickstart again, on the same data but with the echo upstream on another
+    // port: the quickstart's service follows the echo, and what the user added stays.
     drop(node);
+    let node = Node::start_opts("quickstart", None, &[], opts());
+    node.ready(&http).await;
+    let echo_again = node.echo.clone().unwrap();
+    assert_ne!(
+        echo_again, echo,
+        "the echo upstream got another ephemeral port"
+    );
+    assert!(
+        node.banner
+            .iter()
+            .any(|l| l.starts_with("example-service: pointed at this run's echo upstream")),
+        "{:?}",
+        node.banner
+    );
+    assert!(node.banner.iter().any(|l| l == "example-route: reused"));
+    let r = http
+        .get(format!("{}/anything?again=1", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["url"], format!("{echo_again}/anything?again=1"));
+    let base = format!("{}/v2/control-planes/{cp}/core-entities", node.admin);
+    let (s, _) = admin(&http, Method::GET, format!("{base}/services/second"), None).await;
+    assert_eq!(s, 200, "the user's own service is kept");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
