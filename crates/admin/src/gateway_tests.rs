@@ -35,8 +35,77 @@ fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// The stores every test runs on: a fresh SQLite file and a fresh PostgreSQL schema.
-pub(crate) async fn stores() -> Vec<SharedStore> {
+/// The stores every test runs on: a fresh SQLite file and a fresh PostgreSQL schema, both
+/// removed once the test's loop over them ends.
+pub(crate) struct Stores {
+    stores: Vec<SharedStore>,
+    cleanup: Cleanup,
+}
+
+/// Removes a test's SQLite directory and PostgreSQL schema when dropped.
+pub(crate) struct Cleanup {
+    dir: std::path::PathBuf,
+    schema: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let schema = std::mem::take(&mut self.schema);
+        // Drop cannot await: the schema goes on a thread of its own with its own runtime.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let pool = sqlx::PgPool::connect(&postgres_url()).await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+                Ok::<_, sqlx::Error>(())
+            })
+            .map_err(std::io::Error::other)
+        });
+        let _ = dropped.join();
+    }
+}
+
+impl Stores {
+    /// The SQLite store alone, and what removes its data (keep it while the store is used).
+    pub(crate) fn sqlite(mut self) -> (SharedStore, Cleanup) {
+        (self.stores.remove(0), self.cleanup)
+    }
+}
+
+impl IntoIterator for Stores {
+    type Item = SharedStore;
+    type IntoIter = StoresIter;
+
+    fn into_iter(self) -> StoresIter {
+        StoresIter {
+            stores: self.stores.into_iter(),
+            _cleanup: self.cleanup,
+        }
+    }
+}
+
+/// The stores one after the other; the last one's data is removed with the iterator.
+pub(crate) struct StoresIter {
+    stores: std::vec::IntoIter<SharedStore>,
+    _cleanup: Cleanup,
+}
+
+impl Iterator for StoresIter {
+    type Item = SharedStore;
+
+    fn next(&mut self) -> Option<SharedStore> {
+        self.stores.next()
+    }
+}
+
+/// [`Stores`] for one test.
+pub(crate) async fn stores() -> Stores {
     let dir = std::env::temp_dir().join(format!("gatehouse-gw-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = gatehouse_store::open(&dir.join("t.db").display().to_string())
@@ -61,7 +130,10 @@ pub(crate) async fn stores() -> Vec<SharedStore> {
     ))
     .await
     .unwrap();
-    vec![sqlite, pg]
+    Stores {
+        stores: vec![sqlite, pg],
+        cleanup: Cleanup { dir, schema },
+    }
 }
 
 pub(crate) async fn env(store: SharedStore) -> Env {
@@ -699,7 +771,7 @@ async fn kong_root_paths_consumers_and_plugins() {
 
 #[tokio::test]
 async fn authentication_errors_use_each_apis_format() {
-    let store = stores().await.remove(0);
+    let (store, _cleanup) = stores().await.sqlite();
     let e = env(store).await;
     let send = |uri: &'static str| {
         let app = e.app.clone();

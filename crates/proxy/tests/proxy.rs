@@ -654,10 +654,30 @@ async fn plugins_resolve_by_scope_and_consumer() {
 #[tokio::test]
 async fn disabled_services_take_their_routes_out() {
     let env = Env::new().await;
-    let s = env
-        .service(json!({"url": format!("{}/anything", env.echo.base_url()), "enabled": false}))
-        .await;
+    let url = format!("{}/anything", env.echo.base_url());
+    let s = env.service(json!({"url": url})).await;
     env.route(json!({"paths": ["/off"]}), Some(s)).await;
+    // Enabled, the route serves.
+    let (status, _, _) = env.get_json("/off", &[]).await;
+    assert_eq!(status, 200);
+    // The same service disabled: its route answers 404, as Kong's does.
+    let held = env
+        .store
+        .core_entities(env.cp, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == s)
+        .unwrap();
+    let disabled = Service::from_input(s, json!({"url": url, "enabled": false}), 1, 2).unwrap();
+    env.store
+        .update_core_entity(&disabled.to_entity(env.cp), &held.body)
+        .await
+        .unwrap();
+    let all = env.store.core_entities(env.cp, None).await.unwrap();
+    env.gateway
+        .apply(&all.into_iter().map(Arc::new).collect::<Vec<_>>())
+        .unwrap();
     let (status, _, _) = env.get_json("/off", &[]).await;
     assert_eq!(status, 404);
 }
