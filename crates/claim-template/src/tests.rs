@@ -1505,7 +1505,13 @@ fn fuzz_no_panics() {
         ":=", ",", "printf", "\"%s\"", "dict", "list", "split", "date", "toDate", "\"2006\"",
         "repeat", "b64dec", "urlParse", "substr", "trunc", "dig",
     ];
-    let mut rng = rand::rng();
+    // Seeded, and the seed printed (shown when the test fails): CLAIM_FUZZ_SEED=<n> replays it.
+    let seed: u64 = std::env::var("CLAIM_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("fuzz_no_panics seed: {seed} (replay with CLAIM_FUZZ_SEED={seed})");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     for _ in 0..20_000 {
         let n = rng.random_range(0..14);
         let src: String = (0..n)

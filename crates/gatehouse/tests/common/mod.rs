@@ -209,6 +209,27 @@ impl Node {
         }
     }
 
+    /// CPU time (nanoseconds, `/proc/<pid>/task/<tid>/schedstat`) of each of the node's
+    /// threads whose name starts with `prefix`, by thread id.
+    pub fn thread_cpu_ns(&self, prefix: &str) -> std::collections::BTreeMap<u32, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        let tasks = format!("/proc/{}/task", self.child.id());
+        for entry in std::fs::read_dir(tasks).unwrap().flatten() {
+            let dir = entry.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if !comm.trim_end().starts_with(prefix) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            let ns = stat.split_whitespace().next().and_then(|v| v.parse().ok());
+            let tid = entry.file_name().to_string_lossy().parse().ok();
+            if let (Some(tid), Some(ns)) = (tid, ns) {
+                out.insert(tid, ns);
+            }
+        }
+        out
+    }
+
     /// Kills the process with SIGKILL (no drain, no clean shutdown) and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
