@@ -305,7 +305,7 @@ fn echo_body(ctx: &RequestCtx, req: &ProxyRequest, message: &str) -> Value {
             "path": req.parts.uri.path(),
             "uri_captures": {"named": captures, "unnamed": ctx.uri_captures.positional},
         },
-        "matched_route": route.map(|r| json!(r.route)),
+        "matched_route": route.map(|r| json!(*r.route)),
         "matched_service": route.and_then(|r| r.service.as_ref()).map(|s| json!(s.service)),
     })
 }

@@ -751,33 +751,45 @@ async fn streams_large_bodies_both_ways() {
 
 #[tokio::test]
 async fn configuration_swaps_under_load_without_failures() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let env = Arc::new(Env::new().await);
     env.echo_route("/anything").await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU32::new(0));
     let mut workers = Vec::new();
     for _ in 0..8 {
-        let env = env.clone();
-        let stop = stop.clone();
+        let (env, stop, served) = (env.clone(), stop.clone(), served.clone());
         workers.push(tokio::spawn(async move {
-            let mut ok = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let resp = env.client.get(env.url("/anything")).send().await.unwrap();
                 assert_eq!(resp.status(), 200);
-                ok += 1;
+                served.fetch_add(1, Ordering::Relaxed);
             }
-            ok
         }));
     }
+    // The load is running before the first swap...
+    while served.load(Ordering::Relaxed) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // ...and requests complete between swaps, not only before and after them.
+    let mut overlapped = 0;
     for i in 0..30 {
+        let before = served.load(Ordering::Relaxed);
         env.route(json!({"paths": [format!("/extra-{i}")]}), None)
             .await;
+        tokio::task::yield_now().await;
+        if served.load(Ordering::Relaxed) > before {
+            overlapped += 1;
+        }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
+    stop.store(true, Ordering::Relaxed);
     for w in workers {
-        total += w.await.unwrap();
+        w.await.unwrap();
     }
-    assert!(total > 0);
+    assert!(
+        overlapped >= 10,
+        "requests completed during {overlapped} of 30 swaps"
+    );
     assert_eq!(env.gateway.snapshot().routes.len(), 31);
 }
 
@@ -1277,22 +1289,46 @@ async fn early_upstream_answers_and_non_idempotent_requests() {
     env.upstream_route(early, "/upload", json!({"read_timeout": 10000}))
         .await;
     let started = std::time::Instant::now();
-    let resp = env
-        .client
-        .post(env.url("/upload"))
-        .body(vec![1u8; 32 << 20])
-        .send()
-        .await;
-    // The client may see the answer, or a reset if it was still sending when the proxy gave
-    // up reading; never the gateway's timeout.
-    if let Ok(resp) = resp {
-        assert_eq!(resp.status(), 413);
+    // A client that reads while it sends (as curl does): the upload goes out on a task of its
+    // own, and the answer is read as soon as it comes.
+    let stream = tokio::net::TcpStream::connect(env.proxy).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let uploading = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            32 << 20
+        );
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![1u8; 64 << 10];
+        for _ in 0..512 {
+            writer.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(Duration::from_secs(8), reader.read(&mut buf))
+            .await
+            .expect("the answer comes before the read timeout")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
     }
+    let head = String::from_utf8_lossy(&got);
+    assert!(head.starts_with("HTTP/1.1 413 "), "{head}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
+    uploading.abort();
 
     // A POST (even bodiless) sent on a reused connection that the upstream closes is not
     // sent again (RFC 9110 §9.2.2): 502. A GET is.

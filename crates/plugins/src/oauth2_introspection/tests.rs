@@ -1055,6 +1055,14 @@ async fn the_cache_is_bounded_by_cache_size() {
     }
     assert!(p.cache.len() <= 4, "{} entries", p.cache.len());
     assert_eq!(idp.calls(), 50);
+    // What it holds is really cached (a cache that stored nothing would pass the bound): the
+    // newest token again makes no call.
+    continued(run(&p, &snap, &mut bearer("t49")).await.1).await;
+    assert_eq!(
+        idp.calls(),
+        50,
+        "the newest entry is answered from the cache"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
