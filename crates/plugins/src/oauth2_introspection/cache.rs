@@ -21,7 +21,9 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+// tokio's clock (the std one outside tests): a test can move it forward instead of sleeping.
+use tokio::time::Instant;
 use tokio::sync::OnceCell;
 
 /// How long an authoritative `active: false` answer is kept.

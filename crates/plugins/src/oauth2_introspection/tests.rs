@@ -857,7 +857,11 @@ async fn ttl_zero_without_exp_never_expires() {
     let p = instance(&idp, json!({"ttl": 0}));
     let snap = snapshot(&[]);
     continued(run(&p, &snap, &mut bearer("valid")).await.1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // An hour later on the cache's clock (tokio's, moved rather than slept): a 30 s or any
+    // other fallback expiry would have let the entry go.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    tokio::time::resume();
     continued(run(&p, &snap, &mut bearer("valid")).await.1).await;
     assert_eq!(idp.calls(), 1);
 }
