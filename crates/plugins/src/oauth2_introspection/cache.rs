@@ -23,8 +23,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 // tokio's clock (the std one outside tests): a test can move it forward instead of sleeping.
-use tokio::time::Instant;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 /// How long an authoritative `active: false` answer is kept.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);

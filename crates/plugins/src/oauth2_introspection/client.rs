@@ -124,12 +124,22 @@ impl IntrospectionClient {
         config: &Config,
         local: Option<&Arc<dyn LocalIntrospection>>,
     ) -> Result<Self, String> {
+        Self::with_tls(config, local, tls_config()?)
+    }
+
+    /// [`IntrospectionClient::new`] with its own TLS client configuration (tests trust a
+    /// private CA with it instead of the system's roots).
+    pub(crate) fn with_tls(
+        config: &Config,
+        local: Option<&Arc<dyn LocalIntrospection>>,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(config.timeout);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

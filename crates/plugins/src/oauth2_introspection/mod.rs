@@ -175,6 +175,18 @@ impl OAuth2Introspection {
         })
     }
 
+    /// An instance whose HTTPS calls trust what `tls` trusts (a test's private CA).
+    #[cfg(test)]
+    pub(crate) fn with_tls(config: Config, tls: rustls::ClientConfig) -> Result<Self, PluginError> {
+        let client = IntrospectionClient::with_tls(&config, None, tls).map_err(PluginError)?;
+        let cache = TokenCache::new(config.cache_size, config.ttl);
+        Ok(Self {
+            config,
+            client,
+            cache,
+        })
+    }
+
     /// The instance's configuration.
     pub fn config(&self) -> &Config {
         &self.config

@@ -1654,6 +1654,79 @@ async fn https_endpoints_use_tls_and_a_failed_handshake_is_a_500() {
     assert_internal(run(&p, &snap, &mut bearer("valid")).await.1).await;
     assert!(p.cache.is_empty());
     assert_eq!(idp.calls(), 0);
+
+    // The same endpoint behind TLS with a certificate from a private CA the client trusts:
+    // introspected over https, and the answer is used.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &key)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plain: std::net::SocketAddr = idp
+        .url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut up) = tokio::net::TcpStream::connect(plain).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    let path = idp
+        .url
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .map_or("", |(_, p)| p);
+    let url = format!("https://localhost:{port}/{path}");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let (config, _) = config::parse(config_value(&url, json!({}))).unwrap();
+    let p = OAuth2Introspection::with_tls(config, tls).unwrap();
+    continued(run(&p, &snap, &mut bearer("valid")).await.1).await;
+    assert_eq!(idp.calls(), 1, "the endpoint answered over TLS");
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
