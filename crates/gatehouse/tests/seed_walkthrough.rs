@@ -368,6 +368,12 @@ async fn in_process_introspection_forwards_what_http_introspection_does() {
     }
 
     let access = token(&http, &issued).await;
+    let identity_port: u16 = node
+        .identity
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap();
     let mut seen = Vec::new();
     for name in ["local", "remote"] {
         let r = http
@@ -377,6 +383,16 @@ async fn in_process_introspection_forwards_what_http_introspection_does() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{name}");
+        // Which path the call took: the node's own connections to its identity listener
+        // (the plugin keeps the one it used) exist after the HTTP call only.
+        let outbound = node.outbound_connections(identity_port);
+        match name {
+            "local" => assert_eq!(outbound, 0, "the in-process call made no connection"),
+            _ => assert!(
+                outbound >= 1,
+                "the HTTP call connected to the identity listener"
+            ),
+        }
         let echo: Value = r.json().await.unwrap();
         let credential: Vec<(String, Value)> = echo["headers"]
             .as_object()

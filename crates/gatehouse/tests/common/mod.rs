@@ -209,6 +209,21 @@ impl Node {
         }
     }
 
+    /// How many TCP connections the node itself has open to `port` on this machine (`ss`):
+    /// its outbound calls, not the connections clients made to it.
+    pub fn outbound_connections(&self, port: u16) -> usize {
+        let out = Command::new("ss")
+            .args(["-Htnp", "state", "established"])
+            .arg(format!("( dport = :{port} )"))
+            .output()
+            .expect("ss (iproute2) runs");
+        let mark = format!("pid={},", self.child.id());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&mark))
+            .count()
+    }
+
     /// CPU time (nanoseconds, `/proc/<pid>/task/<tid>/schedstat`) of each of the node's
     /// threads whose name starts with `prefix`, by thread id.
     pub fn thread_cpu_ns(&self, prefix: &str) -> std::collections::BTreeMap<u32, u64> {
