@@ -1004,12 +1004,28 @@ async fn hostile_headers_neither_crash_nor_strip_plugin_headers() {
 async fn counting_upstream(
     one_per_connection: bool,
 ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let (addr, accepted, _) = counting_upstream_dropping(one_per_connection).await;
+    (addr, accepted)
+}
+
+/// [`counting_upstream`], also counting the requests it dropped by closing their connection
+/// (the second request of a connection, with `one_per_connection`).
+async fn counting_upstream_dropping(
+    one_per_connection: bool,
+) -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let accepted = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
+    let drops = dropped.clone();
     let addr = tcp_upstream(move |mut stream| {
         count.fetch_add(1, Ordering::SeqCst);
+        let drops = drops.clone();
         async move {
             let mut pending = Vec::new();
             let mut answered = false;
@@ -1025,6 +1041,7 @@ async fn counting_upstream(
                 while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
                     pending.drain(..end + 4);
                     if one_per_connection && answered {
+                        drops.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
                     answered = true;
@@ -1037,7 +1054,7 @@ async fn counting_upstream(
         }
     })
     .await;
-    (addr, accepted)
+    (addr, accepted, dropped)
 }
 
 #[tokio::test]
@@ -1062,7 +1079,7 @@ async fn upstream_connections_are_reused_and_stale_ones_retried() {
 
     // The upstream closes a reused connection instead of answering: the gateway sends the
     // (bodiless) request again on a new connection and the client never sees an error.
-    let (closing, accepted) = counting_upstream(true).await;
+    let (closing, accepted, dropped) = counting_upstream_dropping(true).await;
     env.upstream_route(closing, "/closing", json!({})).await;
     for i in 0..30 {
         let resp = env.client.get(env.url("/closing")).send().await.unwrap();
@@ -1070,6 +1087,14 @@ async fn upstream_connections_are_reused_and_stale_ones_retried() {
         assert_eq!(resp.text().await.unwrap(), "ok");
     }
     assert!(accepted.load(Ordering::SeqCst) >= 30);
+    // Without a pool every request would get a fresh connection and none would be dropped:
+    // here each request after the first went out on the reused connection, was dropped
+    // there, and was sent again.
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        29,
+        "requests dropped on reused connections"
+    );
 }
 
 /// Sends `request` on a new connection to the proxy and reads until the proxy closes it.
