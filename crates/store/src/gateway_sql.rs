@@ -460,54 +460,46 @@ macro_rules! gateway_sql_helpers {
             if locked.is_none() {
                 return Err(StoreError::NotFound);
             }
-            let cascade_column = match kind {
-                K::Service => {
-                    let mut qb: Qb = QueryBuilder::new(
-                        "SELECT COUNT(*) FROM core_entities WHERE kind = 'routes' AND control_plane_id = ",
-                    );
-                    qb.push_bind(cp.to_string())
-                        .push(" AND service_id = ")
-                        .push_bind(id.to_string());
-                    let n: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await.map_err(db_err)?;
-                    if n > 0 {
-                        return Err(StoreError::HasChildren);
-                    }
-                    Some(("plugins", "service_id"))
-                }
-                K::Route => Some(("plugins", "route_id")),
-                K::Consumer => Some(("plugins", "consumer_id")),
+            // What must not reference the entity any more (the referring kind, and the SQL
+            // condition with its value), and what goes with it (the child kind and its column).
+            let (referrers, cascade_column) = match kind {
+                K::Service => (
+                    Some(("routes", " AND service_id = ", id.to_string())),
+                    Some(("plugins", "service_id")),
+                ),
+                K::Route => (None, Some(("plugins", "route_id"))),
+                K::Consumer => (None, Some(("plugins", "consumer_id"))),
                 // A certificate's SNIs go with it (Kong deletes them too); one that a service
                 // presents to its upstream stays.
-                K::Certificate => {
-                    let mut qb: Qb = QueryBuilder::new(
-                        "SELECT COUNT(*) FROM core_entities WHERE kind = 'services' AND control_plane_id = ",
-                    );
-                    qb.push_bind(cp.to_string())
-                        .push(" AND certificate_id = ")
-                        .push_bind(id.to_string());
-                    let n: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await.map_err(db_err)?;
-                    if n > 0 {
-                        return Err(StoreError::HasChildren);
-                    }
-                    Some(("snis", "certificate_id"))
-                }
+                K::Certificate => (
+                    Some(("services", " AND certificate_id = ", id.to_string())),
+                    Some(("snis", "certificate_id")),
+                ),
                 // A CA certificate that a service trusts stays (the service's
                 // `ca_certificates` lists ids in its JSON body).
-                K::CaCertificate => {
-                    let mut qb: Qb = QueryBuilder::new(
-                        "SELECT COUNT(*) FROM core_entities WHERE kind = 'services' AND control_plane_id = ",
-                    );
-                    qb.push_bind(cp.to_string())
-                        .push(" AND body LIKE ")
-                        .push_bind(format!("%\"{id}\"%"));
-                    let n: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await.map_err(db_err)?;
-                    if n > 0 {
-                        return Err(StoreError::HasChildren);
-                    }
-                    None
-                }
-                K::Plugin | K::Sni => None,
+                K::CaCertificate => (
+                    Some(("services", " AND body LIKE ", format!("%\"{id}\"%"))),
+                    None,
+                ),
+                K::Plugin | K::Sni => (None, None),
             };
+            if let Some((referrer, condition, value)) = referrers {
+                let mut qb: Qb =
+                    QueryBuilder::new("SELECT COUNT(*) FROM core_entities WHERE kind = ");
+                qb.push_bind(referrer)
+                    .push(" AND control_plane_id = ")
+                    .push_bind(cp.to_string())
+                    .push(condition)
+                    .push_bind(value);
+                let n: i64 = qb
+                    .build_query_scalar()
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+                if n > 0 {
+                    return Err(StoreError::HasChildren);
+                }
+            }
             if let Some((children, column)) = cascade_column {
                 let mut qb: Qb = QueryBuilder::new("DELETE FROM core_entities WHERE kind = ");
                 qb.push_bind(children)
@@ -517,7 +509,8 @@ macro_rules! gateway_sql_helpers {
                     .push_bind(id.to_string());
                 qb.build().execute(&mut **tx).await.map_err(db_err)?;
             }
-            let mut qb: Qb = QueryBuilder::new("DELETE FROM core_entities WHERE control_plane_id = ");
+            let mut qb: Qb =
+                QueryBuilder::new("DELETE FROM core_entities WHERE control_plane_id = ");
             qb.push_bind(cp.to_string())
                 .push(" AND kind = ")
                 .push_bind(kind.as_str())
