@@ -46,26 +46,8 @@ impl Ca {
 
 /// An HTTPS client that trusts `roots` only and connects every name in `names` to `addr`.
 fn https_client(roots: &[&[u8]], names: &[&str], addr: SocketAddr) -> reqwest::Client {
-    let mut store = rustls::RootCertStore::empty();
-    for der in roots {
-        store
-            .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
-            .unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    let mut b = reqwest::Client::builder()
-        .no_proxy()
-        .use_preconfigured_tls(config);
-    for n in names {
-        b = b.resolve(n, addr);
-    }
-    b.build().unwrap()
+    let resolve: Vec<(&str, SocketAddr)> = names.iter().map(|n| (*n, addr)).collect();
+    common::https_client(roots, &resolve)
 }
 
 /// The DER of the first certificate in PEM text.

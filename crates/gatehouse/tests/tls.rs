@@ -10,7 +10,6 @@ use common::{Node, admin, auth_server_with_client, grant, token_call};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// A self-signed certificate for `127.0.0.1` and `localhost` in a fresh directory: the
 /// directory, the certificate and key files, and the certificate's DER.
@@ -24,28 +23,6 @@ fn certificate() -> (PathBuf, PathBuf, PathBuf, Vec<u8>) {
     std::fs::write(&crt, cert.pem()).unwrap();
     std::fs::write(&key, key_pair.serialize_pem()).unwrap();
     (dir, crt, key, cert.der().to_vec())
-}
-
-/// An HTTPS client (rustls, aws-lc-rs) that trusts `roots` and nothing else.
-fn https_client(roots: &[&[u8]]) -> reqwest::Client {
-    let mut store = rustls::RootCertStore::empty();
-    for der in roots {
-        store
-            .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
-            .unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .no_proxy()
-        .use_preconfigured_tls(config)
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -68,7 +45,7 @@ async fn admin_and_identity_serve_https_and_issue_https_issuers() {
     );
     assert!(node.admin.starts_with("https://"), "{:?}", node.banner);
     assert!(node.identity.starts_with("https://"), "{:?}", node.banner);
-    let http = https_client(&[&der]);
+    let http = common::https_client(&[&der], &[]);
     node.ready(&http).await;
 
     // Plain HTTP to either listener gets no HTTP answer; a client that does not trust the
@@ -79,7 +56,10 @@ async fn admin_and_identity_serve_https_and_issue_https_issuers() {
             .send()
             .await;
         assert!(plain.is_err(), "{plain:?}");
-        let stranger = https_client(&[]).get(format!("{base}/status")).send().await;
+        let stranger = common::https_client(&[], &[])
+            .get(format!("{base}/status"))
+            .send()
+            .await;
         assert!(stranger.is_err(), "{stranger:?}");
     }
 

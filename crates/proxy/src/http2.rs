@@ -65,7 +65,7 @@ pub(crate) async fn serve<I>(
     gateway: Arc<Gateway>,
     info: ConnInfo,
     limits: Arc<Limits>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -95,28 +95,52 @@ pub(crate) async fn serve<I>(
     };
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    let idle = || activity.idle_for() >= limits.idle_timeout;
+    drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        stopping,
+        Some(&idle),
+        "HTTP/2 connection ended with an error",
+    )
+    .await;
+}
+
+/// Drives a hyper connection until it ends. Its graceful shutdown (`shutdown`) starts when the
+/// proxy stops, or when `idle` (looked at every [`IDLE_CHECK`]) says it has had no open stream
+/// for too long; requests in flight then finish first.
+pub(crate) async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+    mut stopping: watch::Receiver<bool>,
+    idle: Option<&(dyn Fn() -> bool + Sync)>,
+    failed: &'static str,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut closing = *stopping.borrow();
     if closing {
-        conn.as_mut().graceful_shutdown();
+        shutdown(conn.as_mut());
     }
     loop {
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
-                    tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+                    tracing::debug!(error = %e, "{failed}");
                 }
                 return;
             }
             changed = stopping.changed(), if !closing => {
                 if changed.is_err() || *stopping.borrow() {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                 }
             }
-            () = tokio::time::sleep(IDLE_CHECK), if !closing => {
-                if activity.idle_for() >= limits.idle_timeout {
+            () = tokio::time::sleep(IDLE_CHECK), if !closing && idle.is_some() => {
+                if idle.is_some_and(|quiet| quiet()) {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                 }
             }
         }

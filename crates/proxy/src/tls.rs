@@ -285,7 +285,7 @@ async fn serve_http1<I>(
     gateway: Arc<Gateway>,
     info: ConnInfo,
     limits: Arc<gatehouse_listener::Limits>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -310,26 +310,15 @@ async fn serve_http1<I>(
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
-    let mut closing = *stopping.borrow();
-    if closing {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        tokio::select! {
-            ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
-                }
-                return;
-            }
-            changed = stopping.changed(), if !closing => {
-                if changed.is_err() || *stopping.borrow() {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
+    // hyper's head timeout bounds the wait between requests: no idle check of ours.
+    crate::http2::drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        stopping,
+        None,
+        "HTTPS connection ended with an error",
+    )
+    .await;
 }
 
 /// The system's trusted roots (`/etc/ssl/certs` and the like, read once): what an `https`

@@ -1625,6 +1625,29 @@ async fn h2_connect(addr: SocketAddr) -> (H2Sender, tokio::task::JoinHandle<()>)
     (send, driving)
 }
 
+/// 100 concurrent `GET {base}/slow?i=<i>` streams on the connection of `send` (the route
+/// holds each half a second upstream): each answered 200 with its own `i`, and side by side
+/// (one after the other would take 50 s). The answers, in order.
+async fn hundred_concurrent_streams(
+    send: &H2Sender,
+    base: &str,
+) -> Vec<(u16, http::HeaderMap, Value)> {
+    let started = std::time::Instant::now();
+    let streams = (0..100).map(|i| {
+        let mut send = send.clone();
+        let uri = format!("{base}/slow?i={i}");
+        async move { h2_request(&mut send, "GET", uri, "").await }
+    });
+    let answers = futures::future::join_all(streams).await;
+    let took = started.elapsed();
+    for (i, (status, _, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "stream {i}: {body}");
+        assert_eq!(body["args"]["i"], i.to_string(), "{body}");
+    }
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    answers
+}
+
 /// One HTTP/2 request: the status, the headers and the body as JSON (null when not JSON).
 async fn h2_request(
     send: &mut H2Sender,
@@ -1689,22 +1712,10 @@ async fn http2_with_prior_knowledge_runs_concurrent_streams_through_the_plugin_c
     assert_eq!(status, 404);
     assert_eq!(body["message"], "no Route matched with those values");
 
-    // 100 concurrent streams on the one connection, each held half a second upstream: served
-    // side by side (one after the other would take 50 s).
-    let started = std::time::Instant::now();
-    let streams = (0..100).map(|i| {
-        let mut send = send.clone();
-        let uri = format!("{base}/slow?i={i}");
-        async move { h2_request(&mut send, "GET", uri, "").await }
-    });
-    let answers = futures::future::join_all(streams).await;
-    let took = started.elapsed();
-    for (i, (status, _, body)) in answers.iter().enumerate() {
-        assert_eq!(*status, 200, "stream {i}: {body}");
-        assert_eq!(body["args"]["i"], i.to_string(), "{body}");
+    // 100 concurrent streams on the one connection, each held half a second upstream.
+    for (_, _, body) in hundred_concurrent_streams(&send, &base).await {
         assert_eq!(body["headers"]["X-Test-Plugin"], "h2");
     }
-    assert!(took < Duration::from_secs(10), "{took:?}");
 
     // HTTP/1.1 on the same listener is unchanged.
     let (status, body, _) = env.get_json("/anything/h1", &[]).await;
@@ -1914,20 +1925,8 @@ async fn http2_over_tls_by_alpn_runs_100_concurrent_streams_on_one_connection() 
         let _ = conn.await;
     });
     let base = format!("https://localhost:{}", addr.port());
-    let started = std::time::Instant::now();
-    let streams = (0..100).map(|i| {
-        let mut send = send.clone();
-        let uri = format!("{base}/slow?i={i}");
-        async move { h2_request(&mut send, "GET", uri, "").await }
-    });
-    let answers = futures::future::join_all(streams).await;
-    let took = started.elapsed();
-    for (i, (status, _, body)) in answers.iter().enumerate() {
-        assert_eq!(*status, 200, "stream {i}: {body}");
-        assert_eq!(body["args"]["i"], i.to_string(), "{body}");
+    for (_, _, body) in hundred_concurrent_streams(&send, &base).await {
         assert_eq!(body["headers"]["X-Test-Plugin"], "h2-tls");
         assert_eq!(body["headers"]["X-Forwarded-Proto"], "https", "{body}");
     }
-    // Side by side: one after the other would take 50 s.
-    assert!(took < Duration::from_secs(10), "{took:?}");
 }

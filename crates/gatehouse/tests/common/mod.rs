@@ -273,6 +273,31 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// An HTTPS client (rustls, aws-lc-rs) that trusts `roots` (DER) and nothing else, and
+/// connects each name in `resolve` to its address instead of looking it up.
+pub fn https_client(roots: &[&[u8]], resolve: &[(&str, std::net::SocketAddr)]) -> reqwest::Client {
+    let mut store = rustls::RootCertStore::empty();
+    for der in roots {
+        store
+            .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+            .unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .use_preconfigured_tls(config);
+    for (name, addr) in resolve {
+        b = b.resolve(name, *addr);
+    }
+    b.build().unwrap()
+}
+
 /// Sends `method uri` with the admin token and an optional JSON body.
 pub async fn admin(
     http: &reqwest::Client,
