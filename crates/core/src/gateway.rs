@@ -180,8 +180,9 @@ fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// Service protocols the proxy can reach today (see docs/compatibility.md for the others).
-pub const SERVICE_PROTOCOLS: &[&str] = &["http", "https"];
+/// Service protocols the proxy can reach today (see docs/compatibility.md for the others):
+/// `ws`/`wss` are Kong Enterprise's WebSocket services, reached like `http`/`https`.
+pub const SERVICE_PROTOCOLS: &[&str] = &["http", "https", "ws", "wss"];
 /// Every protocol Kong knows for services; those not in [`SERVICE_PROTOCOLS`] are refused
 /// with a message saying so rather than accepted and left broken.
 const KONG_SERVICE_PROTOCOLS: &[&str] = &[
@@ -241,7 +242,22 @@ pub struct Service {
     pub updated_at: i64,
 }
 
+/// Whether a service protocol reaches its upstream over TLS.
+fn protocol_uses_tls(protocol: &str) -> bool {
+    matches!(protocol, "https" | "wss")
+}
+
 impl Service {
+    /// Whether the upstream is reached over TLS (`https`, `wss`).
+    pub fn uses_tls(&self) -> bool {
+        protocol_uses_tls(&self.protocol)
+    }
+
+    /// The port the upstream's scheme implies (443 over TLS, else 80).
+    pub fn default_port(&self) -> u16 {
+        if self.uses_tls() { 443 } else { 80 }
+    }
+
     /// Validates a request body into a service (Kong's defaults for absent fields).
     pub fn from_input(
         id: Uuid,
@@ -276,7 +292,10 @@ impl Service {
             Some(p) if KONG_SERVICE_PROTOCOLS.contains(&p.as_str()) => {
                 r.errors.add(
                     "protocol",
-                    format!("protocol '{p}' is not supported by Gatehouse yet; use: http, https"),
+                    format!(
+                        "protocol '{p}' is not supported by Gatehouse yet; use: {}",
+                        SERVICE_PROTOCOLS.join(", ")
+                    ),
                 );
                 p
             }
@@ -334,8 +353,8 @@ impl Service {
         });
         let tls_verify = r.bool("tls_verify");
         let tls_verify_depth = r.int("tls_verify_depth", 0, 64).map(|d| d as u8);
-        // Kong's conditional checks: the upstream TLS settings need an https service.
-        if protocol != "https" {
+        // Kong's conditional checks: the upstream TLS settings need an https (or wss) service.
+        if !protocol_uses_tls(&protocol) {
             let set = [
                 ("client_certificate", client_certificate.is_some()),
                 ("tls_verify", tls_verify.is_some()),
@@ -415,7 +434,7 @@ fn parse_service_url(url: &str) -> Result<(String, String, u16, Option<String>),
     }
     let (host, port) = split_host_port(authority)
         .ok_or_else(|| format!("could not parse url: invalid port in '{authority}'"))?;
-    let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let port = port.unwrap_or(if protocol_uses_tls(&scheme) { 443 } else { 80 });
     let path = path.map(|p| match p.find(['?', '#']) {
         Some(i) => p[..i].to_owned(),
         None => p,
@@ -519,8 +538,17 @@ fn read_name(r: &mut KongReader, key: &str) -> Option<String> {
     Some(name)
 }
 
-/// Route protocols Gatehouse serves (HTTP family).
-pub const ROUTE_PROTOCOLS: &[&str] = &["http", "https"];
+/// Route protocols Gatehouse serves: the HTTP family, and Kong Enterprise's `ws`/`wss`, which
+/// match WebSocket handshakes only.
+pub const ROUTE_PROTOCOLS: &[&str] = &["http", "https", "ws", "wss"];
+/// Kong's `mutually_exclusive_subsets` for route protocols: one route mixes no two of these.
+const EXCLUSIVE_ROUTE_PROTOCOLS: &[&[&str]] = &[
+    &["http", "https"],
+    &["tcp", "tls", "udp"],
+    &["tls_passthrough"],
+    &["grpc", "grpcs"],
+    &["ws", "wss"],
+];
 const KONG_ROUTE_PROTOCOLS: &[&str] = &[
     "grpc",
     "grpcs",
@@ -581,7 +609,43 @@ pub struct Route {
     pub updated_at: i64,
 }
 
+/// Kong's "these sets are mutually exclusive" message when `protocols` draws from more than
+/// one of [`EXCLUSIVE_ROUTE_PROTOCOLS`], naming the sets in the order they first appear.
+fn mixed_protocol_sets(protocols: &[String]) -> Option<String> {
+    let mut sets: Vec<&[&str]> = Vec::new();
+    for p in protocols {
+        if let Some(set) = EXCLUSIVE_ROUTE_PROTOCOLS
+            .iter()
+            .find(|set| set.contains(&p.as_str()))
+            && !sets.contains(set)
+        {
+            sets.push(set);
+        }
+    }
+    (sets.len() > 1).then(|| {
+        let quoted: Vec<String> = sets
+            .iter()
+            .map(|set| {
+                let items: Vec<String> = set.iter().map(|p| format!("'{p}'")).collect();
+                format!("({})", items.join(", "))
+            })
+            .collect();
+        format!("these sets are mutually exclusive: {}", quoted.join(", "))
+    })
+}
+
 impl Route {
+    /// Whether the route serves requests on the plain listener (`http` or `ws`); a route
+    /// without either answers those with its `https_redirect_status_code`.
+    pub fn accepts_plain(&self) -> bool {
+        self.protocols.iter().any(|p| p == "http" || p == "ws")
+    }
+
+    /// Whether the route matches WebSocket handshakes only (Kong Enterprise's `ws`/`wss`).
+    pub fn websocket_only(&self) -> bool {
+        !self.protocols.is_empty() && self.protocols.iter().all(|p| p == "ws" || p == "wss")
+    }
+
     /// Validates a request body into a route.
     pub fn from_input(
         id: Uuid,
@@ -606,9 +670,15 @@ impl Route {
                     } else if !ROUTE_PROTOCOLS.contains(&proto.as_str()) {
                         r.errors.add(
                             "protocols",
-                            format!("protocol '{proto}' is not supported by Gatehouse yet; use: http, https"),
+                            format!(
+                                "protocol '{proto}' is not supported by Gatehouse yet; use: {}",
+                                ROUTE_PROTOCOLS.join(", ")
+                            ),
                         );
                     }
+                }
+                if let Some(m) = mixed_protocol_sets(&p) {
+                    r.errors.add("protocols", m);
                 }
                 p
             }
@@ -683,14 +753,19 @@ impl Route {
             r.ignore(unsupported);
         }
         let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        // The protocol under which a route may match by SNI.
+        let tls_protocol = protocols
+            .iter()
+            .map(String::as_str)
+            .find(|p| matches!(*p, "https" | "wss"));
         let has_matcher = nonempty(&methods)
             || nonempty(&hosts)
             || nonempty(&paths)
             || headers.as_ref().is_some_and(|h| !h.is_empty())
-            || (protocols.iter().any(|p| p == "https") && nonempty(&snis));
-        if !has_matcher && !protocols.is_empty() {
-            let with_snis = protocols.iter().any(|p| p == "https");
-            let proto = if with_snis { "https" } else { "http" };
+            || (tls_protocol.is_some() && nonempty(&snis));
+        if !has_matcher && let Some(first) = protocols.first() {
+            let with_snis = tls_protocol.is_some();
+            let proto = tls_protocol.unwrap_or(first.as_str());
             let list = if with_snis {
                 "'methods', 'hosts', 'headers', 'paths', 'snis'"
             } else {
@@ -700,9 +775,9 @@ impl Route {
                 "must set one of {list} when 'protocols' is '{proto}'"
             ));
         }
-        if nonempty(&snis) && !protocols.iter().any(|p| p == "https") {
+        if nonempty(&snis) && tls_protocol.is_none() {
             r.errors.entity(
-                "'snis' can only be set when 'protocols' is one of 'https', 'grpcs', 'tls' or 'tls_passthrough'",
+                "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls', 'tls_passthrough', or 'wss'",
             );
         }
         r.finish()?;

@@ -206,3 +206,113 @@ async fn websockets_pass_the_introspection_plugin_then_relay_both_ways() {
         .expect("the idle relay is closed well before 5 s");
     assert!(!matches!(quiet, Some(Ok(Message::Text(_)))), "{quiet:?}");
 }
+
+/// Kong Enterprise's `ws`/`wss` protocols: a `ws` route takes WebSocket handshakes only, a
+/// `wss` route only over TLS, and a `wss` service reaches its upstream over TLS.
+#[tokio::test]
+async fn ws_and_wss_protocols_route_handshakes_and_reach_tls_upstreams() {
+    let (upstream, seen) = ws_echo().await;
+    let node = Node::start("serve", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    let tls_port = node
+        .proxy_tls
+        .as_deref()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let post = |collection: &str, body: serde_json::Value| {
+        let url = format!("{}{collection}", node.admin);
+        let http = http.clone();
+        async move { admin(&http, Method::POST, url, Some(body)).await }
+    };
+    // Mixing the HTTP and WebSocket protocol sets is refused, as in Kong.
+    let (s, v) = post(
+        "/routes",
+        json!({"protocols": ["http", "ws"], "paths": ["/mixed"]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        v["fields"]["protocols"],
+        "these sets are mutually exclusive: ('http', 'https'), ('ws', 'wss')",
+        "{v}"
+    );
+    // Upstream TLS settings need a TLS protocol.
+    let (s, v) = post(
+        "/services",
+        json!({"url": format!("ws://{upstream}"), "tls_verify": false}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+
+    let (s, v) = post(
+        "/services",
+        json!({"name": "plain", "url": format!("ws://{upstream}/socket")}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["protocol"], "ws", "{v}");
+    for (name, protocols, path) in [("live", ["ws"], "/live"), ("secure", ["wss"], "/secure")] {
+        let (s, v) = post(
+            "/services/plain/routes",
+            json!({"name": name, "protocols": protocols, "paths": [path]}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // A wss service whose upstream is this node's own TLS listener, where `/live` leads on to
+    // the echo: it only works if the service really speaks TLS.
+    let (s, v) = post(
+        "/services",
+        json!({"name": "looped", "url": format!("wss://localhost:{tls_port}/live"), "tls_verify": false}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post(
+        "/services/looped/routes",
+        json!({"name": "loop", "protocols": ["ws"], "paths": ["/loop"]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    let proxy = node.proxy.strip_prefix("http://").unwrap().to_owned();
+    let connect = |path: &'static str| {
+        let url = format!("ws://{proxy}{path}");
+        async move {
+            let req = url.into_client_request().unwrap();
+            let addr = req.uri().authority().unwrap().as_str().to_owned();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(req, tcp).await
+        }
+    };
+    let (mut ws, resp) = connect("/live").await.expect("a ws route takes handshakes");
+    assert_eq!(resp.status(), 101);
+    talk(&mut ws).await;
+    // The same path without the handshake matches no route.
+    let r = http
+        .get(format!("{}/live", node.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["message"],
+        "no Route matched with those values"
+    );
+    // A wss-only route over plain text is refused like an https-only one.
+    match connect("/secure").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 426),
+        other => panic!("expected a 426, got {other:?}"),
+    }
+    // Through the wss service: two hops, one of them TLS, and frames still flow.
+    let before = seen.lock().unwrap().len();
+    let (mut ws, resp) = connect("/loop")
+        .await
+        .expect("a wss service reaches its upstream over TLS");
+    assert_eq!(resp.status(), 101);
+    talk(&mut ws).await;
+    assert_eq!(seen.lock().unwrap().len(), before + 1);
+}

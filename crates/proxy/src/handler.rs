@@ -175,6 +175,7 @@ async fn proxy(
             path: &path,
             headers: &parts.headers,
             sni: conn.sni.as_deref(),
+            websocket: upgrade,
         });
         let Some(m) = found else {
             return Err(GatewayError::NoRoute);
@@ -189,8 +190,8 @@ async fn proxy(
     };
     ctx.route = Some(route.clone());
 
-    // Kong's rule: an https-only route reached over plain http is refused or redirected;
-    // a route without `https` in its protocols still serves a TLS request.
+    // Kong's rule: an https-only (or wss-only) route reached over plain http is refused or
+    // redirected; a route without `https` in its protocols still serves a TLS request.
     if !route.accepts_http && !conn.secure {
         return match https_redirect(route.route.https_redirect_status_code, host, &uri) {
             Some(resp) => Ok(Reply::Parts(resp)),

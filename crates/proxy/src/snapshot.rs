@@ -88,7 +88,7 @@ pub struct RouteRuntime {
     pub service: Option<Arc<ServiceRuntime>>,
     /// Upstream path construction version.
     pub path_handling: PathHandling,
-    /// Whether the route accepts plain http.
+    /// Whether the route accepts plain-text requests (`http` or `ws` in its protocols).
     pub accepts_http: bool,
     /// The plugin chain, highest priority first.
     pub plugins: Vec<PluginSlot>,
@@ -356,7 +356,7 @@ pub fn build<'a>(
             Some(r) => r,
             None => {
                 let s: Service = parse(e)?;
-                let tls = if s.protocol == "https" {
+                let tls = if s.uses_tls() {
                     let client_certificate = match s.client_certificate {
                         Some(fk) => match next.certificates.get(&fk.id) {
                             Some(k) => Some(parse::<Certificate>(&k.entity)?),
@@ -452,7 +452,7 @@ pub fn build<'a>(
                     } else {
                         PathHandling::V0
                     },
-                    accepts_http: route.protocols.iter().any(|p| p == "http"),
+                    accepts_http: route.accepts_plain(),
                     route,
                     service,
                     plugins: chain,
@@ -593,6 +593,7 @@ fn route_spec(r: &Route) -> RouteSpec {
             .map(|h| h.into_iter().collect())
             .unwrap_or_default(),
         snis: r.snis.clone().unwrap_or_default(),
+        websocket_only: r.websocket_only(),
         regex_priority: r.regex_priority,
         created_at: r.created_at,
     }
@@ -603,8 +604,7 @@ fn service_runtime(
     id: Uuid,
     pool: Arc<crate::upstream::HostPool>,
 ) -> Result<ServiceRuntime, SnapshotError> {
-    let default_port = if s.protocol == "https" { 443 } else { 80 };
-    let host_header = if s.port == default_port {
+    let host_header = if s.port == s.default_port() {
         s.host.clone()
     } else {
         format!("{}:{}", s.host, s.port)
@@ -617,7 +617,7 @@ fn service_runtime(
     Ok(ServiceRuntime {
         host_header,
         pool,
-        tls: s.protocol == "https",
+        tls: s.uses_tls(),
         service: s,
     })
 }

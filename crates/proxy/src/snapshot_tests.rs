@@ -156,6 +156,7 @@ fn route_at(s: &Snapshot, path: &str) -> Option<Uuid> {
         path,
         headers: &headers,
         sni: None,
+        websocket: false,
     };
     s.router
         .find(&req)

@@ -53,6 +53,7 @@ fn bench_find(c: &mut Criterion) {
             path: &path,
             headers: &headers,
             sni: None,
+            websocket: false,
         };
         assert_eq!(router.find(&req).unwrap().route_id, t as u64);
         hit.bench_with_input(BenchmarkId::from_parameter(n), &req, |b, req| {
@@ -81,6 +82,7 @@ fn bench_find(c: &mut Criterion) {
             path: &path,
             headers: &headers,
             sni: None,
+            websocket: false,
         };
         assert_eq!(router.find(&req).unwrap().route_id, t as u64);
         paths_only.bench_with_input(BenchmarkId::from_parameter(n), &req, |b, req| {
@@ -98,6 +100,7 @@ fn bench_find(c: &mut Criterion) {
             path: "/nothing/here",
             headers: &headers,
             sni: None,
+            websocket: false,
         };
         assert!(router.find(&req).is_none());
         miss.bench_with_input(BenchmarkId::from_parameter(n), &req, |b, req| {
@@ -121,6 +124,7 @@ fn bench_find(c: &mut Criterion) {
             path: "/users/12345/orders/678",
             headers: &headers,
             sni: None,
+            websocket: false,
         };
         assert_eq!(
             router.find(&req).unwrap().captures.name("id"),

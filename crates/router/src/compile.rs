@@ -153,6 +153,7 @@ pub(crate) struct Entry {
     pub(crate) hosts: Arc<[HostPattern]>,
     pub(crate) headers: Arc<[HeaderMatcher]>,
     pub(crate) snis: Arc<[Box<str>]>,
+    pub(crate) websocket_only: bool,
     pub(crate) paths: EntryPaths,
 }
 
@@ -452,6 +453,7 @@ fn compile_route(route: &RouteSpec, out: &mut Vec<Entry>) -> Result<(), RouterEr
             hosts: common.hosts.clone(),
             headers: common.headers.clone(),
             snis: common.snis.clone(),
+            websocket_only: route.websocket_only,
             paths,
         });
     }

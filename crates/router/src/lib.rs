@@ -18,7 +18,7 @@
 //! let router = Router::build(&routes)?;
 //! let path = normalize_path("/api/./v1//users").map_err(|e| e.to_string())?;
 //! let headers = http::HeaderMap::new();
-//! let req = RequestView { method: &http::Method::GET, host: Some("example.com"), path: &path, headers: &headers, sni: None };
+//! let req = RequestView { method: &http::Method::GET, host: Some("example.com"), path: &path, headers: &headers, sni: None, websocket: false };
 //! let m = router.find(&req).ok_or("no route")?;
 //! assert_eq!((m.route_id, m.matched_path, m.prefix_len), (1, Some("/api"), 4));
 //! assert_eq!(upstream_path(Some("/backend"), &path, m.prefix_len, true, PathHandling::V0), "/backend/v1/users");

@@ -66,6 +66,9 @@ impl Entry {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
             return false;
         }
+        if self.websocket_only && !req.websocket {
+            return false;
+        }
         if !self.snis.is_empty() {
             // Kong only considers SNIs for TLS requests.
             if let Some(sni) = req.sni {

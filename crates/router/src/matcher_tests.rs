@@ -38,6 +38,7 @@ struct Req {
     path: String,
     headers: HeaderMap,
     sni: Option<String>,
+    websocket: bool,
 }
 
 impl Req {
@@ -48,6 +49,7 @@ impl Req {
             path: path.to_owned(),
             headers: HeaderMap::new(),
             sni: None,
+            websocket: false,
         }
     }
     fn method(mut self, m: Method) -> Self {
@@ -66,6 +68,10 @@ impl Req {
         self.sni = Some(s.to_owned());
         self
     }
+    fn websocket(mut self) -> Self {
+        self.websocket = true;
+        self
+    }
     fn view(&self) -> RequestView<'_> {
         RequestView {
             method: &self.method,
@@ -73,6 +79,7 @@ impl Req {
             path: &self.path,
             headers: &self.headers,
             sni: self.sni.as_deref(),
+            websocket: self.websocket,
         }
     }
 }
@@ -422,6 +429,36 @@ fn snis_exact_and_ignored_without_tls() {
     );
     // Plain HTTP: Kong's expression is `net.protocol != "https" || tls.sni == …`.
     assert_eq!(find_id(&router, &Req::new("/")), Some(1));
+}
+
+#[test]
+fn websocket_only_routes_match_handshakes_only() {
+    let router = Router::build(&[
+        RouteSpec {
+            paths: s(&["/chat/live"]),
+            websocket_only: true,
+            ..r(1)
+        },
+        RouteSpec {
+            paths: s(&["/chat"]),
+            ..r(2)
+        },
+    ])
+    .unwrap();
+    // The longer path wins for a handshake; a plain request falls through to the HTTP route.
+    assert_eq!(
+        find_id(&router, &Req::new("/chat/live").websocket()),
+        Some(1)
+    );
+    assert_eq!(find_id(&router, &Req::new("/chat/live")), Some(2));
+    // HTTP routes still take handshakes (Kong OSS proxies upgrades on them).
+    assert_eq!(find_id(&router, &Req::new("/chat/x").websocket()), Some(2));
+    let only_ws = one(RouteSpec {
+        paths: s(&["/ws"]),
+        websocket_only: true,
+        ..r(1)
+    });
+    assert_eq!(find_id(&only_ws, &Req::new("/ws")), None);
 }
 
 #[test]
@@ -815,6 +852,7 @@ fn indexes_agree_with_linear_scan() {
         if rng.next(6) == 0 {
             spec.snis = vec!["s.com".into()];
         }
+        spec.websocket_only = rng.next(5) == 0;
         let n_paths = rng.next(4);
         for _ in 0..n_paths {
             if rng.next(4) == 0 {
@@ -858,6 +896,7 @@ fn indexes_agree_with_linear_scan() {
             } else {
                 None
             },
+            websocket: rng.next(3) == 0,
         };
         let view = req.view();
         let expected = find_linear(&router, &view);

@@ -29,6 +29,9 @@ pub struct RouteSpec {
     pub headers: Vec<(String, Vec<String>)>,
     /// TLS server names; only consulted for requests that carry an SNI.
     pub snis: Vec<String>,
+    /// Matches WebSocket handshakes only (Kong Enterprise's `ws`/`wss` protocols); other
+    /// routes match every request, handshakes included.
+    pub websocket_only: bool,
     /// Priority among regex routes (higher first); ignored for routes
     /// without regex paths, as in Kong.
     pub regex_priority: i64,
@@ -53,6 +56,9 @@ pub struct RequestView<'a> {
     /// TLS client that sent none), in which case a route's `snis` are not
     /// considered at all (Kong's `net.protocol != "https" || tls.sni == …`).
     pub sni: Option<&'a str>,
+    /// Whether the request is a WebSocket handshake (`Upgrade: websocket`); only those match
+    /// [`RouteSpec::websocket_only`] routes.
+    pub websocket: bool,
 }
 
 /// The result of a successful [`Router::find`](crate::Router::find).

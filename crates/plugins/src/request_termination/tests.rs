@@ -202,6 +202,7 @@ async fn the_most_specific_instance_applies() {
                     path: &path,
                     headers: &http::HeaderMap::new(),
                     sni: None,
+                    websocket: false,
                 })
                 .unwrap();
             let route = snap.routes[m.route_id as usize].clone();
