@@ -316,3 +316,76 @@ async fn ws_and_wss_protocols_route_handshakes_and_reach_tls_upstreams() {
     talk(&mut ws).await;
     assert_eq!(seen.lock().unwrap().len(), before + 1);
 }
+
+/// Bad input after the close handshake: a frame sent after `Close` is the client's problem
+/// alone. Its relay ends (the echo closes its side), and the next client is served.
+#[tokio::test]
+async fn a_frame_after_close_ends_only_its_own_relay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, _) = ws_echo().await;
+    let node = Node::start("serve", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    for (collection, body) in [
+        (
+            "/services",
+            json!({"name": "ws", "url": format!("ws://{upstream}/")}),
+        ),
+        (
+            "/services/ws/routes",
+            json!({"protocols": ["ws"], "paths": ["/ws"]}),
+        ),
+    ] {
+        let (s, v) = admin(
+            &http,
+            Method::POST,
+            format!("{}{collection}", node.admin),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, 201, "{collection}: {v}");
+    }
+    let proxy = node.proxy.strip_prefix("http://").unwrap().to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {proxy}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // A masked Close frame with no payload, then (breaking RFC 6455 §5.5.1) a masked text
+    // frame "hi".
+    tcp.write_all(&[0x88, 0x80, 1, 2, 3, 4]).await.unwrap();
+    tcp.write_all(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2])
+        .await
+        .unwrap();
+    // The echo drops the connection on Close; the proxy ends the relay (EOF or a reset,
+    // well within the 60 s idle timeout) and nothing is echoed after the close.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the relay ends once the upstream has closed");
+    assert!(
+        !rest.windows(2).any(|w| w == b"hi"),
+        "nothing was echoed after the close: {rest:?}"
+    );
+    // Others are served.
+    let req = format!("ws://{proxy}/ws").into_client_request().unwrap();
+    let tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    talk(&mut ws).await;
+}
