@@ -549,3 +549,76 @@ async fn https_upstreams_are_verified_pooled_and_may_get_a_client_certificate() 
     let (s, _) = call(Method::DELETE, format!("/certificates/{client_id}"), None).await;
     assert_eq!(s, 204);
 }
+
+/// Session resumption does not depend on a bounded server cache: 300 returning clients (more
+/// than rustls's default 256-session store holds, at two tickets each) all resume.
+#[tokio::test]
+async fn returning_clients_resume_their_tls_sessions() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Node::start("quickstart", None, &[]);
+    node.ready(&client()).await;
+    let addr: SocketAddr = node
+        .proxy_tls
+        .as_deref()
+        .unwrap()
+        .strip_prefix("https://")
+        .unwrap()
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .unwrap();
+    let default_pem = std::fs::read(node.dir.join("proxy-default.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(&default_pem).unwrap())
+        .unwrap();
+    // One client per config: each keeps its own session store.
+    let clients: Vec<tokio_rustls::TlsConnector> = (0..300)
+        .map(|_| {
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        })
+        .collect();
+    // A request per connection, read to the end so that the tickets are taken in; returns
+    // whether the handshake resumed a session.
+    let visit = |connector: tokio_rustls::TlsConnector| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        tls.write_all(
+            b"GET /status-of-nothing HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        tls.flush().await.unwrap();
+        let mut reply = Vec::new();
+        let _ = tls.read_to_end(&mut reply).await;
+        assert!(
+            reply.starts_with(b"HTTP/1.1 404"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        resumed
+    };
+    let mut first = 0;
+    for batch in clients.chunks(50) {
+        let done = futures::future::join_all(batch.iter().cloned().map(visit)).await;
+        first += done.iter().filter(|r| **r).count();
+    }
+    assert_eq!(first, 0, "a first visit has nothing to resume");
+    let mut again = 0;
+    for batch in clients.chunks(50) {
+        let done = futures::future::join_all(batch.iter().cloned().map(visit)).await;
+        again += done.iter().filter(|r| **r).count();
+    }
+    assert_eq!(again, clients.len(), "every returning client resumed");
+}

@@ -194,6 +194,13 @@ pub fn server_config(
             default: Arc::new(default),
         }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless tickets (AES-256 + HMAC, keys rotated every 6 hours) instead of rustls's
+    // default 256-session memory cache, which more than ~128 concurrent clients overflow: every
+    // returning client can resume, as with nginx. One ticket per handshake, as Go's server
+    // sends and OpenSSL sends on resumption: each costs the client a record to decrypt and a
+    // session to copy.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
