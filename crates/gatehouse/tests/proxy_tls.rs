@@ -554,36 +554,13 @@ async fn https_upstreams_are_verified_pooled_and_may_get_a_client_certificate() 
 /// than rustls's default 256-session store holds, at two tickets each) all resume.
 #[tokio::test]
 async fn returning_clients_resume_their_tls_sessions() {
-    use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let node = Node::start("quickstart", None, &[]);
     node.ready(&client()).await;
-    let addr: SocketAddr = node
-        .proxy_tls
-        .as_deref()
-        .unwrap()
-        .strip_prefix("https://")
-        .unwrap()
-        .replace("localhost", "127.0.0.1")
-        .parse()
-        .unwrap();
-    let default_pem = std::fs::read(node.dir.join("proxy-default.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(&default_pem).unwrap())
-        .unwrap();
+    let addr = node.proxy_tls_addr();
     // One client per config: each keeps its own session store.
     let clients: Vec<tokio_rustls::TlsConnector> = (0..300)
-        .map(|_| {
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
-            tokio_rustls::TlsConnector::from(Arc::new(config))
-        })
+        .map(|_| tokio_rustls::TlsConnector::from(Arc::new(node.trusting_default_cert())))
         .collect();
     // A request per connection, read to the end so that the tickets are taken in; returns
     // whether the handshake resumed a session.

@@ -83,25 +83,20 @@ async fn websockets_pass_the_introspection_plugin_then_relay_both_ways() {
         &base64::engine::general_purpose::STANDARD,
         format!("{}:{}", creds.0, creds.1),
     );
-    for (collection, body) in [
-        (
-            "/services",
-            json!({"name": "ws", "url": format!("http://{upstream}/socket")}),
-        ),
-        (
-            "/services/ws/routes",
-            json!({"name": "ws", "paths": ["/ws"]}),
-        ),
-    ] {
-        let (s, v) = admin(
-            &http,
-            Method::POST,
-            format!("{}{collection}", node.admin),
-            Some(body),
-        )
-        .await;
-        assert_eq!(s, 201, "{collection}: {v}");
-    }
+    node.create_all(
+        &http,
+        &[
+            (
+                "/services",
+                json!({"name": "ws", "url": format!("http://{upstream}/socket")}),
+            ),
+            (
+                "/services/ws/routes",
+                json!({"name": "ws", "paths": ["/ws"]}),
+            ),
+        ],
+    )
+    .await;
     let proxy = node.proxy.strip_prefix("http://").unwrap().to_owned();
     let connect = |token: Option<String>| {
         let url = format!("ws://{proxy}/ws");
@@ -150,30 +145,9 @@ async fn websockets_pass_the_introspection_plugin_then_relay_both_ways() {
     assert_eq!(seen[1], creds.0, "{seen:?}");
 
     // Over the TLS listener (wss), through hyper's HTTP/1.1 server.
-    let tls_addr: SocketAddr = node
-        .proxy_tls
-        .as_deref()
-        .unwrap()
-        .strip_prefix("https://")
-        .unwrap()
-        .replace("localhost", "127.0.0.1")
-        .parse()
-        .unwrap();
-    let default_pem = std::fs::read(node.dir.join("proxy-default.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(&default_pem).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls_addr = node.proxy_tls_addr();
     let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(node.trusting_default_cert()))
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();
@@ -326,25 +300,20 @@ async fn a_frame_after_close_ends_only_its_own_relay() {
     let node = Node::start("serve", None, &[]);
     let http = client();
     node.ready(&http).await;
-    for (collection, body) in [
-        (
-            "/services",
-            json!({"name": "ws", "url": format!("ws://{upstream}/")}),
-        ),
-        (
-            "/services/ws/routes",
-            json!({"protocols": ["ws"], "paths": ["/ws"]}),
-        ),
-    ] {
-        let (s, v) = admin(
-            &http,
-            Method::POST,
-            format!("{}{collection}", node.admin),
-            Some(body),
-        )
-        .await;
-        assert_eq!(s, 201, "{collection}: {v}");
-    }
+    node.create_all(
+        &http,
+        &[
+            (
+                "/services",
+                json!({"name": "ws", "url": format!("ws://{upstream}/")}),
+            ),
+            (
+                "/services/ws/routes",
+                json!({"protocols": ["ws"], "paths": ["/ws"]}),
+            ),
+        ],
+    )
+    .await;
     let proxy = node.proxy.strip_prefix("http://").unwrap().to_owned();
     let mut tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
     tcp.write_all(

@@ -266,6 +266,50 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// The proxy's TLS listener as a socket address.
+    pub fn proxy_tls_addr(&self) -> std::net::SocketAddr {
+        self.proxy_tls
+            .as_deref()
+            .expect("the node has a TLS listener")
+            .strip_prefix("https://")
+            .unwrap()
+            .replace("localhost", "127.0.0.1")
+            .parse()
+            .unwrap()
+    }
+
+    /// A rustls client configuration (aws-lc-rs, no ALPN) that trusts the node's default
+    /// proxy certificate and nothing else.
+    pub fn trusting_default_cert(&self) -> rustls::ClientConfig {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(self.dir.join("proxy-default.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+            .unwrap();
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+
+    /// POSTs each `(path, body)` to the admin API in order, asserting a 201 for each.
+    pub async fn create_all(&self, http: &reqwest::Client, items: &[(&str, Value)]) {
+        for (path, body) in items {
+            let (s, v) = admin(
+                http,
+                reqwest::Method::POST,
+                format!("{}{path}", self.admin),
+                Some(body.clone()),
+            )
+            .await;
+            assert_eq!(s, 201, "{path}: {v}");
+        }
+    }
 }
 
 /// An HTTP client that ignores proxy environment variables.
