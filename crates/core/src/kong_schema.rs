@@ -66,14 +66,21 @@ impl FieldErrors {
         Value::Object(self.0.into_iter().collect())
     }
 
-    /// Kong's summary line: `2 schema violations (host: required field missing; path: …)`.
-    pub fn summary(&self) -> String {
+    /// One `field.subfield: message` line per error (`@entity: message` for rules about
+    /// several fields), in field order.
+    pub fn leaves(&self) -> Vec<String> {
         let mut leaves = Vec::new();
         flatten(
             "",
             &Value::Object(self.0.clone().into_iter().collect()),
             &mut leaves,
         );
+        leaves
+    }
+
+    /// Kong's summary line: `2 schema violations (host: required field missing; path: …)`.
+    pub fn summary(&self) -> String {
+        let leaves = self.leaves();
         let n = leaves.len();
         let noun = if n == 1 {
             "schema violation"

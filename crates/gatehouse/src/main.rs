@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+mod config_cmd;
 mod local_identity;
 
 /// mimalloc: the proxy allocates and frees many small, short-lived objects per request
@@ -54,6 +55,9 @@ enum Command {
     Quickstart(QuickstartArgs),
     /// Run the httpbin-compatible echo server alone.
     Echo(EchoArgs),
+    /// Declarative configuration in decK's file format.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 #[derive(Args, Clone)]
@@ -306,6 +310,7 @@ fn main() -> std::process::ExitCode {
                 serve(args.serve, Some(echo)).await
             }
             Command::Echo(args) => echo(args).await,
+            Command::Config(command) => config_cmd::run(command),
         }
     });
     match result {

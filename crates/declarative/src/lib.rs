@@ -1,0 +1,130 @@
+//! decK-compatible declarative configuration.
+//!
+//! A state file is YAML or JSON in decK's format (`_format_version`, `services` with nested
+//! `routes` and `plugins`, `consumers`, `plugins`, `certificates` with `snis`,
+//! `ca_certificates`). [`load`] renders its `${{ env "DECK_…" }}` actions ([`template`]) and
+//! parses it; [`validate`] merges several files and checks every entity with the Admin API's
+//! own rules (`gatehouse_core::gateway`), the references between them and the names they must
+//! not share, reporting every problem with its file and path
+//! (`kong.yaml: services[0].routes[1]: paths: …`).
+
+pub mod template;
+mod validate;
+
+pub use validate::{Summary, validate};
+
+use serde_json::Value;
+use std::fmt;
+
+/// The largest state file read: a file of 10,000 services, each with a route and a plugin,
+/// is about 4 MB.
+pub const MAX_FILE_BYTES: usize = 32 << 20;
+
+/// One problem in a state file: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (`-` for standard input).
+    pub file: String,
+    /// Where in the file: `line 3` for a syntax error, else the entity's path
+    /// (`services[0].routes[1]`) and field; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+/// A state file, read and parsed.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The file's name, for messages.
+    pub file: String,
+    /// Its content.
+    pub content: Value,
+}
+
+/// Renders and parses one state file's bytes. `env` reads environment variables (only
+/// `DECK_`-prefixed ones are asked for).
+pub fn load(
+    file: &str,
+    bytes: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Document, Problem> {
+    let problem = |path: String, message: String| Problem {
+        file: file.to_owned(),
+        path,
+        message,
+    };
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(problem(
+            String::new(),
+            format!(
+                "the file is larger than {} MiB; split it into several files (-s a.yaml -s b.yaml)",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| problem(String::new(), format!("not UTF-8 text: {e}")))?;
+    let text =
+        template::render(text, env).map_err(|e| problem(format!("line {}", e.line), e.message))?;
+    // YAML 1.2 is a superset of JSON: one parser reads both.
+    let content: Value = yaml_serde::from_str(&text).map_err(|e| {
+        let path = e
+            .location()
+            .map(|l| format!("line {}", l.line()))
+            .unwrap_or_default();
+        problem(path, format!("invalid YAML or JSON: {e}"))
+    })?;
+    Ok(Document {
+        file: file.to_owned(),
+        content,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn reads_yaml_and_json_and_names_the_line_of_a_syntax_error() {
+        let y = load(
+            "a.yaml",
+            b"_format_version: \"3.0\"\nservices: []\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(y.content["_format_version"], "3.0");
+        let j = load("a.json", br#"{"_format_version": "3.0"}"#, &no_env).unwrap();
+        assert_eq!(j.content["_format_version"], "3.0");
+        let e = load("bad.yaml", b"services:\n  - name: a\n   host: b\n", &no_env).unwrap_err();
+        assert_eq!(e.path, "line 3", "{e}");
+        assert!(
+            e.to_string().starts_with("bad.yaml: line 3: invalid YAML"),
+            "{e}"
+        );
+        let e = load("t.yaml", b"a: ${{ env \"DECK_X\" }}", &no_env).unwrap_err();
+        assert_eq!(e.path, "line 1");
+    }
+
+    #[test]
+    fn refuses_a_file_over_the_limit_and_binary_data() {
+        let big = vec![b' '; MAX_FILE_BYTES + 1];
+        let e = load("big.yaml", &big, &no_env).unwrap_err();
+        assert!(e.message.contains("larger than 32 MiB"), "{e}");
+        let e = load("bin", &[0xff, 0xfe, 0x00], &no_env).unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{e}");
+    }
+}

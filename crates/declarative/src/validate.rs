@@ -1,0 +1,704 @@
+//! Merging state files and checking them offline: the file's own keys, every entity with the
+//! Admin API's rules, the references between entities, and the names they must not share.
+//!
+//! References are resolved within the files given: decK's `default_lookup_tags` (entities
+//! referred to but kept elsewhere) is not read yet, so a route must find its service in the
+//! files.
+
+use crate::{Document, Problem};
+use gatehouse_core::gateway::certificates::{CaCertificate, Certificate};
+use gatehouse_core::gateway::{Consumer, Plugin, PluginSchemas, Route, Service};
+use gatehouse_core::kong_schema::FieldErrors;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The `_format_version`s decK writes; older files that are otherwise valid are read alike.
+const FORMAT_VERSIONS: &[&str] = &["1.1", "2.1", "3.0"];
+/// Top-level keys that hold entities Gatehouse has.
+const KINDS: &[&str] = &[
+    "services",
+    "routes",
+    "consumers",
+    "plugins",
+    "certificates",
+    "ca_certificates",
+];
+/// Top-level keys about the file itself.
+const META: &[&str] = &[
+    "_format_version",
+    "_transform",
+    "_info",
+    "_konnect",
+    "_workspace",
+];
+/// Kinds decK knows that Gatehouse does not have (yet): refused by name, never dropped.
+const NOT_YET: &[&str] = &[
+    "upstreams",
+    "consumer_groups",
+    "vaults",
+    "keys",
+    "key_sets",
+    "partials",
+    "filter_chains",
+    "custom_entities",
+    "degraphql_routes",
+    "rbac_roles",
+    "licenses",
+    "service_packages",
+    "auth_servers",
+];
+/// Consumer credentials decK nests under consumers; Gatehouse has no credential plugins.
+const CREDENTIALS: &[&str] = &[
+    "keyauth_credentials",
+    "hmacauth_credentials",
+    "jwt_secrets",
+    "basicauth_credentials",
+    "oauth2_credentials",
+    "acls",
+    "mtls_auth_credentials",
+    "groups",
+];
+
+/// How many entities of each kind the files hold.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Services.
+    pub services: usize,
+    /// Routes, nested or not.
+    pub routes: usize,
+    /// Consumers.
+    pub consumers: usize,
+    /// Plugins, nested or not.
+    pub plugins: usize,
+    /// Certificates.
+    pub certificates: usize,
+    /// SNIs listed by certificates.
+    pub snis: usize,
+    /// CA certificates.
+    pub ca_certificates: usize,
+}
+
+/// Kong's cache key of a plugin instance: its name, service, route and consumer.
+type PluginKey = (String, Option<Uuid>, Option<Uuid>, Option<Uuid>);
+
+/// An entity as found: where it is, and its fields without the nested lists.
+struct Item {
+    file: usize,
+    path: String,
+    body: Map<String, Value>,
+}
+
+/// Where a plugin or route is attached.
+#[derive(Default)]
+struct Scope {
+    service: Option<Attach>,
+    route: Option<Attach>,
+    consumer: Option<Attach>,
+}
+
+/// A nested entity's parent (its index), or what a top-level entity's field names.
+enum Attach {
+    Parent(usize),
+    Named(Value),
+}
+
+#[derive(Default)]
+struct Collected {
+    services: Vec<Item>,
+    routes: Vec<(Item, Scope)>,
+    consumers: Vec<Item>,
+    plugins: Vec<(Item, Scope)>,
+    certificates: Vec<Item>,
+    ca_certificates: Vec<Item>,
+    defaults: HashMap<String, Map<String, Value>>,
+}
+
+/// Ids and unique names of one kind.
+#[derive(Default)]
+struct Index {
+    ids: Vec<Uuid>,
+    by_id: HashMap<Uuid, usize>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Index {
+    fn find(&self, key: &str) -> Option<usize> {
+        match Uuid::parse_str(key) {
+            Ok(id) => self.by_id.get(&id).copied(),
+            Err(_) => self.by_name.get(key).copied(),
+        }
+    }
+}
+
+struct Checker<'a> {
+    docs: &'a [Document],
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, file: usize, path: &str, message: impl Into<String>) {
+        let file = self
+            .docs
+            .get(file)
+            .map(|d| d.file.clone())
+            .unwrap_or_default();
+        self.problems.push(Problem {
+            file,
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn field_errors(&mut self, item: &Item, errors: &FieldErrors) {
+        for leaf in errors.leaves() {
+            let leaf = leaf.strip_prefix("@entity: ").unwrap_or(&leaf).to_owned();
+            self.problem(item.file, &item.path, leaf);
+        }
+    }
+
+    /// The objects of the list `value` at `path`, each with its path.
+    fn objects(
+        &mut self,
+        file: usize,
+        path: &str,
+        value: Value,
+    ) -> Vec<(String, Map<String, Value>)> {
+        let Value::Array(items) = value else {
+            self.problem(file, path, "expected an array");
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            match item {
+                Value::Object(map) => out.push((at, map)),
+                _ => self.problem(file, &at, "expected an object"),
+            }
+        }
+        out
+    }
+
+    /// Takes the nested list `key` out of `body`.
+    fn nested(
+        &mut self,
+        file: usize,
+        path: &str,
+        body: &mut Map<String, Value>,
+        key: &str,
+    ) -> Vec<(String, Map<String, Value>)> {
+        match body.remove(key) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => self.objects(file, &format!("{path}.{key}"), v),
+        }
+    }
+
+    fn collect(&mut self, out: &mut Collected) {
+        let mut version: Option<(String, usize)> = None;
+        for (file, doc) in self.docs.iter().enumerate() {
+            let Value::Object(top) = doc.content.clone() else {
+                self.problem(
+                    file,
+                    "",
+                    "expected a mapping of `_format_version`, `services`, … at the top level",
+                );
+                continue;
+            };
+            match top.get("_format_version") {
+                None => self.problem(file, "_format_version", "required field missing"),
+                Some(Value::String(v)) if FORMAT_VERSIONS.contains(&v.as_str()) => match &version {
+                    Some((first, at)) if first != v => {
+                        let other = self.docs[*at].file.clone();
+                        self.problem(
+                            file,
+                            "_format_version",
+                            format!("'{v}' differs from '{first}' in {other}"),
+                        );
+                    }
+                    Some(_) => {}
+                    None => version = Some((v.clone(), file)),
+                },
+                Some(other) => self.problem(
+                    file,
+                    "_format_version",
+                    format!(
+                        "expected one of: {}; got {other}",
+                        FORMAT_VERSIONS.join(", ")
+                    ),
+                ),
+            }
+            for (key, value) in top {
+                match key.as_str() {
+                    "_format_version" => {}
+                    "_transform" if !value.is_boolean() => self.problem(file, &key, "expected a boolean"),
+                    "_transform" => {}
+                    "_workspace" => self.problem(
+                        file,
+                        &key,
+                        "Gatehouse has control planes, not workspaces: drop `_workspace` and pass --control-plane",
+                    ),
+                    "_konnect" => self.konnect(file, &value),
+                    "_info" => self.info(file, value, out),
+                    "services" => self.services(file, value, out),
+                    "routes" => {
+                        for (path, body) in self.objects(file, "routes", value) {
+                            self.route(file, path, body, None, out);
+                        }
+                    }
+                    "consumers" => {
+                        for (path, mut body) in self.objects(file, "consumers", value) {
+                            let index = out.consumers.len();
+                            for (p, b) in self.nested(file, &path, &mut body, "plugins") {
+                                let scope = Scope { consumer: Some(Attach::Parent(index)), ..Scope::default() };
+                                self.plugin(file, p, b, scope, out);
+                            }
+                            for credential in CREDENTIALS {
+                                if body.remove(*credential).is_some() {
+                                    self.problem(
+                                        file,
+                                        &format!("{path}.{credential}"),
+                                        "not supported by Gatehouse yet (it has no credential plugins)",
+                                    );
+                                }
+                            }
+                            out.consumers.push(Item { file, path, body });
+                        }
+                    }
+                    "plugins" => {
+                        for (path, body) in self.objects(file, "plugins", value) {
+                            self.plugin(file, path, body, Scope::default(), out);
+                        }
+                    }
+                    "certificates" => {
+                        for (path, body) in self.objects(file, "certificates", value) {
+                            out.certificates.push(Item { file, path, body });
+                        }
+                    }
+                    "ca_certificates" => {
+                        for (path, body) in self.objects(file, "ca_certificates", value) {
+                            out.ca_certificates.push(Item { file, path, body });
+                        }
+                    }
+                    k if NOT_YET.contains(&k) => self.problem(file, k, "not supported by Gatehouse yet"),
+                    k => self.problem(
+                        file,
+                        k,
+                        format!("unknown key; expected one of: {}, {}", META.join(", "), KINDS.join(", ")),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn konnect(&mut self, file: usize, value: &Value) {
+        let ok = value.as_object().is_some_and(|m| {
+            m.iter().all(|(k, v)| {
+                matches!(k.as_str(), "control_plane_name" | "runtime_group_name") && v.is_string()
+            })
+        });
+        if !ok {
+            self.problem(
+                file,
+                "_konnect",
+                "expected an object with a string `control_plane_name`",
+            );
+        }
+    }
+
+    fn info(&mut self, file: usize, value: Value, out: &mut Collected) {
+        let Value::Object(info) = value else {
+            self.problem(file, "_info", "expected an object");
+            return;
+        };
+        for (key, value) in info {
+            let path = format!("_info.{key}");
+            match key.as_str() {
+                "select_tags" => {
+                    let ok = value.as_array().is_some_and(|tags| {
+                        tags.iter()
+                            .all(|t| t.as_str().is_some_and(|s| !s.is_empty()))
+                    });
+                    if !ok {
+                        self.problem(file, &path, "expected an array of non-empty strings");
+                    }
+                }
+                "defaults" => {
+                    let Value::Object(kinds) = value else {
+                        self.problem(file, &path, "expected an object");
+                        continue;
+                    };
+                    for (kind, fields) in kinds {
+                        let at = format!("{path}.{kind}");
+                        match (kind.as_str(), fields) {
+                            ("service" | "route", Value::Object(f)) => {
+                                out.defaults.entry(kind.clone()).or_default().extend(f);
+                            }
+                            ("service" | "route", _) => {
+                                self.problem(file, &at, "expected an object")
+                            }
+                            ("upstream" | "target", _) => {
+                                self.problem(file, &at, "not supported by Gatehouse yet")
+                            }
+                            _ => self.problem(file, &at, "unknown key; expected service or route"),
+                        }
+                    }
+                }
+                _ => self.problem(file, &path, "unknown key; expected select_tags or defaults"),
+            }
+        }
+    }
+
+    fn services(&mut self, file: usize, value: Value, out: &mut Collected) {
+        for (path, mut body) in self.objects(file, "services", value) {
+            let index = out.services.len();
+            for (p, b) in self.nested(file, &path, &mut body, "routes") {
+                self.route(file, p, b, Some(index), out);
+            }
+            for (p, b) in self.nested(file, &path, &mut body, "plugins") {
+                let scope = Scope {
+                    service: Some(Attach::Parent(index)),
+                    ..Scope::default()
+                };
+                self.plugin(file, p, b, scope, out);
+            }
+            out.services.push(Item { file, path, body });
+        }
+    }
+
+    fn route(
+        &mut self,
+        file: usize,
+        path: String,
+        mut body: Map<String, Value>,
+        service: Option<usize>,
+        out: &mut Collected,
+    ) {
+        let index = out.routes.len();
+        for (p, b) in self.nested(file, &path, &mut body, "plugins") {
+            let scope = Scope {
+                route: Some(Attach::Parent(index)),
+                ..Scope::default()
+            };
+            self.plugin(file, p, b, scope, out);
+        }
+        let service = match service {
+            Some(i) => Some(Attach::Parent(i)),
+            None => body
+                .remove("service")
+                .filter(|v| !v.is_null())
+                .map(Attach::Named),
+        };
+        out.routes.push((
+            Item { file, path, body },
+            Scope {
+                service,
+                ..Scope::default()
+            },
+        ));
+    }
+
+    fn plugin(
+        &mut self,
+        file: usize,
+        path: String,
+        mut body: Map<String, Value>,
+        mut scope: Scope,
+        out: &mut Collected,
+    ) {
+        for (key, slot) in [
+            ("service", &mut scope.service),
+            ("route", &mut scope.route),
+            ("consumer", &mut scope.consumer),
+        ] {
+            match body.remove(key) {
+                None | Some(Value::Null) => {}
+                Some(v) if slot.is_some() => self.problem(
+                    file,
+                    &format!("{path}.{key}"),
+                    format!("the plugin is nested, so its {key} is its parent's; got {v}"),
+                ),
+                Some(v) => *slot = Some(Attach::Named(v)),
+            }
+        }
+        out.plugins.push((Item { file, path, body }, scope));
+    }
+
+    /// Ids (given or new) and unique names of `items`; `names` are the fields that must be
+    /// unique among them.
+    fn index(&mut self, items: &[&Item], names: &[&str]) -> Index {
+        let mut index = Index::default();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let id = match item.body.get("id") {
+                None | Some(Value::Null) => Uuid::new_v4(),
+                Some(Value::String(s)) => match Uuid::parse_str(s) {
+                    Ok(id) => id,
+                    Err(_) => {
+                        self.problem(
+                            item.file,
+                            &format!("{}.id", item.path),
+                            "expected a valid UUID",
+                        );
+                        Uuid::new_v4()
+                    }
+                },
+                Some(_) => {
+                    self.problem(item.file, &format!("{}.id", item.path), "expected a string");
+                    Uuid::new_v4()
+                }
+            };
+            if let Some(first) = index.by_id.insert(id, i) {
+                let other = items[first].path.clone();
+                self.problem(
+                    item.file,
+                    &format!("{}.id", item.path),
+                    format!("{id} is also the id of {other}"),
+                );
+            }
+            index.ids.push(id);
+            for field in names {
+                let Some(name) = item.body.get(*field).and_then(Value::as_str) else {
+                    continue;
+                };
+                match seen.get(&format!("{field}={name}")) {
+                    Some(other) => {
+                        let other = other.clone();
+                        self.problem(
+                            item.file,
+                            &format!("{}.{field}", item.path),
+                            format!("'{name}' is also the {field} of {other}"),
+                        );
+                    }
+                    None => {
+                        seen.insert(format!("{field}={name}"), item.path.clone());
+                        index.by_name.insert(name.to_owned(), i);
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// The id `attach` points to among `kind`'s entities, or a problem at `item`'s `field`.
+    fn resolve(
+        &mut self,
+        item: &Item,
+        field: &str,
+        attach: &Attach,
+        kind: &str,
+        index: &Index,
+    ) -> Option<Uuid> {
+        let key = match attach {
+            Attach::Parent(i) => return index.ids.get(*i).copied(),
+            Attach::Named(Value::String(s)) => s.clone(),
+            Attach::Named(Value::Object(m)) => match (m.get("id"), m.get("name")) {
+                (Some(Value::String(id)), _) => id.clone(),
+                (None, Some(Value::String(name))) => name.clone(),
+                _ => {
+                    self.problem(
+                        item.file,
+                        &format!("{}.{field}", item.path),
+                        "expected a name, an id, or {id} or {name}",
+                    );
+                    return None;
+                }
+            },
+            Attach::Named(_) => {
+                self.problem(
+                    item.file,
+                    &format!("{}.{field}", item.path),
+                    "expected a name, an id, or {id} or {name}",
+                );
+                return None;
+            }
+        };
+        let found = index.find(&key).and_then(|i| index.ids.get(i).copied());
+        if found.is_none() {
+            self.problem(
+                item.file,
+                &format!("{}.{field}", item.path),
+                format!("no {kind} '{key}' in the files"),
+            );
+        }
+        found
+    }
+}
+
+fn apply_defaults(body: &mut Map<String, Value>, defaults: Option<&Map<String, Value>>) {
+    for (k, v) in defaults.into_iter().flatten() {
+        body.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
+/// Checks `docs` as one configuration. Every problem is reported, not only the first.
+pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summary, Vec<Problem>> {
+    let mut c = Checker {
+        docs,
+        problems: Vec::new(),
+    };
+    let mut found = Collected::default();
+    c.collect(&mut found);
+    let Collected {
+        mut services,
+        mut routes,
+        consumers,
+        plugins,
+        certificates,
+        ca_certificates,
+        defaults,
+    } = found;
+    for s in &mut services {
+        apply_defaults(&mut s.body, defaults.get("service"));
+    }
+    for (r, _) in &mut routes {
+        apply_defaults(&mut r.body, defaults.get("route"));
+    }
+
+    let service_index = c.index(&services.iter().collect::<Vec<_>>(), &["name"]);
+    let route_index = c.index(
+        &routes.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+        &["name"],
+    );
+    let consumer_index = c.index(
+        &consumers.iter().collect::<Vec<_>>(),
+        &["username", "custom_id"],
+    );
+    let certificate_index = c.index(&certificates.iter().collect::<Vec<_>>(), &[]);
+    let ca_index = c.index(&ca_certificates.iter().collect::<Vec<_>>(), &[]);
+    c.index(
+        &plugins.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        &["instance_name"],
+    );
+
+    let mut summary = Summary::default();
+    for item in &ca_certificates {
+        if let Err(e) =
+            CaCertificate::from_input(Uuid::new_v4(), Value::Object(item.body.clone()), 0, 0)
+        {
+            c.field_errors(item, &e);
+        }
+    }
+    summary.ca_certificates = ca_certificates.len();
+
+    let mut sni_owner: HashMap<String, String> = HashMap::new();
+    for item in &certificates {
+        let mut body = item.body.clone();
+        // decK lists SNIs as objects (`- name: example.com`); the Admin API takes names.
+        if let Some(Value::Array(snis)) = body.get_mut("snis") {
+            for sni in snis.iter_mut() {
+                if let Some(name) = sni.get("name").cloned() {
+                    *sni = name;
+                }
+            }
+        }
+        match Certificate::from_input(Uuid::new_v4(), Value::Object(body), 0, 0) {
+            Ok(input) => {
+                for name in input.snis.unwrap_or_default() {
+                    summary.snis += 1;
+                    if let Some(other) = sni_owner.insert(name.clone(), item.path.clone()) {
+                        c.problem(
+                            item.file,
+                            &format!("{}.snis", item.path),
+                            format!("'{name}' is also an SNI of {other}"),
+                        );
+                    }
+                }
+            }
+            Err(e) => c.field_errors(item, &e),
+        }
+    }
+    summary.certificates = certificates.len();
+
+    for item in &services {
+        let mut body = item.body.clone();
+        if let Some(cert) = body.remove("client_certificate").filter(|v| !v.is_null())
+            && let Some(id) = c.resolve(
+                item,
+                "client_certificate",
+                &Attach::Named(cert),
+                "certificate",
+                &certificate_index,
+            )
+        {
+            body.insert("client_certificate".into(), json!({ "id": id }));
+        }
+        if let Some(Value::Array(cas)) = body.get("ca_certificates") {
+            for ca in cas.clone() {
+                c.resolve(
+                    item,
+                    "ca_certificates",
+                    &Attach::Named(ca),
+                    "CA certificate",
+                    &ca_index,
+                );
+            }
+        }
+        if let Err(e) = Service::from_input(Uuid::new_v4(), Value::Object(body), 0, 0) {
+            c.field_errors(item, &e);
+        }
+    }
+    summary.services = services.len();
+
+    for (item, scope) in &routes {
+        let mut body = item.body.clone();
+        if let Some(attach) = &scope.service
+            && let Some(id) = c.resolve(item, "service", attach, "service", &service_index)
+        {
+            body.insert("service".into(), json!({ "id": id }));
+        }
+        if let Err(e) = Route::from_input(Uuid::new_v4(), Value::Object(body), 0, 0) {
+            c.field_errors(item, &e);
+        }
+    }
+    summary.routes = routes.len();
+
+    for item in &consumers {
+        if let Err(e) = Consumer::from_input(Uuid::new_v4(), Value::Object(item.body.clone()), 0, 0)
+        {
+            c.field_errors(item, &e);
+        }
+    }
+    summary.consumers = consumers.len();
+
+    // Kong keeps one instance of a plugin per scope (its cache key).
+    let mut scopes: HashMap<PluginKey, String> = HashMap::new();
+    for (item, scope) in &plugins {
+        let mut body = item.body.clone();
+        let mut ids = [None, None, None];
+        for (slot, (field, attach, index)) in ids.iter_mut().zip([
+            ("service", &scope.service, &service_index),
+            ("route", &scope.route, &route_index),
+            ("consumer", &scope.consumer, &consumer_index),
+        ]) {
+            if let Some(attach) = attach {
+                *slot = c.resolve(item, field, attach, field, index);
+                if let Some(id) = slot {
+                    body.insert(field.into(), json!({ "id": id }));
+                }
+            }
+        }
+        let name = body
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(other) =
+            scopes.insert((name.clone(), ids[0], ids[1], ids[2]), item.path.clone())
+        {
+            c.problem(item.file, &item.path, format!("plugin '{name}' is configured twice on the same service, route and consumer (also {other})"));
+        }
+        if let Err(e) = Plugin::from_input(Uuid::new_v4(), Value::Object(body), 0, 0, schemas) {
+            c.field_errors(item, &e);
+        }
+    }
+    summary.plugins = plugins.len();
+
+    if c.problems.is_empty() {
+        Ok(summary)
+    } else {
+        Err(c.problems)
+    }
+}
+
+#[cfg(test)]
+mod tests;
