@@ -186,6 +186,7 @@ fuzz_target!(|data: &[u8]| {
             path: &path,
             headers: &headers,
             sni: None,
+            websocket: false,
         };
         let m = router.find(&request).expect("a prefix route did not match");
         assert_eq!(m.route_id, 1, "{longer:?} matched {path:?}");
