@@ -52,22 +52,29 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         let schema = std::mem::take(&mut self.schema);
-        // Drop cannot await: the schema goes on a thread of its own with its own runtime.
-        let dropped = std::thread::spawn(move || {
+        // Drop cannot await: the schema goes on a thread of its own with its own runtime, and
+        // that thread is not joined. Joining would block the test's runtime, so a transaction
+        // the test dropped could never send the ROLLBACK sqlx queues for it on the runtime; its
+        // locks would then hold the DROP forever (seen in CI). Unjoined, the DROP waits until
+        // the test's connections close; only a schema of the binary's last tests may be left
+        // when the process exits first.
+        std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let pool = sqlx::PgPool::connect(&postgres_url()).await?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .execute(&pool)
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&postgres_url()).await?;
+                sqlx::query("SET lock_timeout = '30s'")
+                    .execute(&mut conn)
                     .await?;
-                pool.close().await;
-                Ok::<_, sqlx::Error>(())
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
             })
             .map_err(std::io::Error::other)
         });
-        let _ = dropped.join();
     }
 }
 
