@@ -8,10 +8,13 @@
 //! not share, reporting every problem with its file and path
 //! (`kong.yaml: services[0].routes[1]: paths: …`).
 
+pub mod dump;
+pub mod plan;
+pub mod state;
 pub mod template;
 mod validate;
 
-pub use validate::{Summary, validate};
+pub use validate::{Options, Summary, resolve, validate};
 
 use serde_json::Value;
 use std::fmt;

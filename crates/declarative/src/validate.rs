@@ -5,9 +5,10 @@
 //! referred to but kept elsewhere) is not read yet, so a route must find its service in the
 //! files.
 
+use crate::state::{CertificateWithSnis, Known, State, derived_id, plugin_key};
 use crate::{Document, Problem};
 use gatehouse_core::gateway::certificates::{CaCertificate, Certificate};
-use gatehouse_core::gateway::{Consumer, Plugin, PluginSchemas, Route, Service};
+use gatehouse_core::gateway::{Consumer, EntityKind, Plugin, PluginSchemas, Route, Service};
 use gatehouse_core::kong_schema::FieldErrors;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -112,6 +113,9 @@ struct Collected {
     certificates: Vec<Item>,
     ca_certificates: Vec<Item>,
     defaults: HashMap<String, Map<String, Value>>,
+    /// `_info.select_tags`, with the file that first gave them.
+    select_tags: Option<(Vec<String>, usize)>,
+    control_plane: Option<String>,
 }
 
 /// Ids and unique names of one kind.
@@ -237,7 +241,7 @@ impl Checker<'_> {
                         &key,
                         "Gatehouse has control planes, not workspaces: drop `_workspace` and pass --control-plane",
                     ),
-                    "_konnect" => self.konnect(file, &value),
+                    "_konnect" => self.konnect(file, &value, out),
                     "_info" => self.info(file, value, out),
                     "services" => self.services(file, value, out),
                     "routes" => {
@@ -290,7 +294,7 @@ impl Checker<'_> {
         }
     }
 
-    fn konnect(&mut self, file: usize, value: &Value) {
+    fn konnect(&mut self, file: usize, value: &Value, out: &mut Collected) {
         let ok = value.as_object().is_some_and(|m| {
             m.iter().all(|(k, v)| {
                 matches!(k.as_str(), "control_plane_name" | "runtime_group_name") && v.is_string()
@@ -302,6 +306,20 @@ impl Checker<'_> {
                 "_konnect",
                 "expected an object with a string `control_plane_name`",
             );
+        }
+        let name = value
+            .get("control_plane_name")
+            .or_else(|| value.get("runtime_group_name"))
+            .and_then(Value::as_str);
+        if let Some(name) = name {
+            match &out.control_plane {
+                Some(first) if first != name => self.problem(
+                    file,
+                    "_konnect.control_plane_name",
+                    format!("'{name}' differs from '{first}' in another file"),
+                ),
+                _ => out.control_plane = Some(name.to_owned()),
+            }
         }
     }
 
@@ -320,6 +338,25 @@ impl Checker<'_> {
                     });
                     if !ok {
                         self.problem(file, &path, "expected an array of non-empty strings");
+                        continue;
+                    }
+                    let tags: Vec<String> = value
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect();
+                    match &out.select_tags {
+                        Some((first, at)) if !same_set(first, &tags) => {
+                            let other = self.docs[*at].file.clone();
+                            self.problem(
+                                file,
+                                &path,
+                                format!("{tags:?} differ from {first:?} in {other}: files synced together share their select_tags"),
+                            );
+                        }
+                        Some(_) => {}
+                        None => out.select_tags = Some((tags, file)),
                     }
                 }
                 "defaults" => {
@@ -423,14 +460,37 @@ impl Checker<'_> {
         out.plugins.push((Item { file, path, body }, scope));
     }
 
-    /// Ids (given or new) and unique names of `items`; `names` are the fields that must be
-    /// unique among them.
-    fn index(&mut self, items: &[&Item], names: &[&str]) -> Index {
+    /// Ids and unique names of `items`; `names` are the fields that must be unique among
+    /// them. An item without an id takes the id `known` gives one of its `keys`, else one
+    /// derived from its first key when that is a unique name, else a random one.
+    fn index(
+        &mut self,
+        kind: EntityKind,
+        items: &[&Item],
+        names: &[&str],
+        keys: &[&str],
+        known: &Known,
+    ) -> Index {
         let mut index = Index::default();
         let mut seen: HashMap<String, String> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let id = match item.body.get("id") {
-                None | Some(Value::Null) => Uuid::new_v4(),
+                None | Some(Value::Null) => {
+                    let key = keys
+                        .iter()
+                        .find_map(|k| item.body.get(*k).and_then(Value::as_str))
+                        .map(str::trim);
+                    let found = keys.iter().find_map(|k| {
+                        let v = item.body.get(*k).and_then(Value::as_str)?;
+                        known.get(kind, v.trim())
+                    });
+                    match (found, key) {
+                        (Some(id), _) => id,
+                        // Only a unique name makes a unique id.
+                        (None, Some(key)) if !names.is_empty() => derived_id(kind, key),
+                        _ => Uuid::new_v4(),
+                    }
+                }
                 Some(Value::String(s)) => match Uuid::parse_str(s) {
                     Ok(id) => id,
                     Err(_) => {
@@ -524,6 +584,10 @@ impl Checker<'_> {
     }
 }
 
+fn same_set(a: &[String], b: &[String]) -> bool {
+    a.iter().all(|t| b.contains(t)) && b.iter().all(|t| a.contains(t))
+}
+
 fn apply_defaults(body: &mut Map<String, Value>, defaults: Option<&Map<String, Value>>) {
     for (k, v) in defaults.into_iter().flatten() {
         body.entry(k.clone()).or_insert_with(|| v.clone());
@@ -532,6 +596,27 @@ fn apply_defaults(body: &mut Map<String, Value>, defaults: Option<&Map<String, V
 
 /// Checks `docs` as one configuration. Every problem is reported, not only the first.
 pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summary, Vec<Problem>> {
+    resolve(docs, schemas, &Options::default()).map(|s| s.summary())
+}
+
+/// How [`resolve`] gives ids and tags.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// The ids a node gives to entity names already.
+    pub known: Known,
+    /// `--select-tag`: the tags marking the entities the files manage. Files that name their
+    /// own (`_info.select_tags`) must name the same.
+    pub select_tags: Vec<String>,
+}
+
+/// Checks `docs` as one configuration and resolves it into entities with ids, references
+/// and defaults, as the Admin API would store them. Every problem is reported.
+pub fn resolve(
+    docs: &[Document],
+    schemas: &dyn PluginSchemas,
+    options: &Options,
+) -> Result<State, Vec<Problem>> {
+    let known = &options.known;
     let mut c = Checker {
         docs,
         problems: Vec::new(),
@@ -546,7 +631,26 @@ pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summar
         certificates,
         ca_certificates,
         defaults,
+        select_tags,
+        control_plane,
     } = found;
+    let select_tags = match select_tags {
+        Some((tags, at))
+            if !options.select_tags.is_empty() && !same_set(&tags, &options.select_tags) =>
+        {
+            c.problem(
+                at,
+                "_info.select_tags",
+                format!(
+                    "{tags:?} differ from --select-tag {:?}",
+                    options.select_tags
+                ),
+            );
+            tags
+        }
+        Some((tags, _)) => tags,
+        None => options.select_tags.clone(),
+    };
     for s in &mut services {
         apply_defaults(&mut s.body, defaults.get("service"));
     }
@@ -554,34 +658,63 @@ pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summar
         apply_defaults(&mut r.body, defaults.get("route"));
     }
 
-    let service_index = c.index(&services.iter().collect::<Vec<_>>(), &["name"]);
+    let service_index = c.index(
+        EntityKind::Service,
+        &services.iter().collect::<Vec<_>>(),
+        &["name"],
+        &["name"],
+        known,
+    );
     let route_index = c.index(
+        EntityKind::Route,
         &routes.iter().map(|(r, _)| r).collect::<Vec<_>>(),
         &["name"],
+        &["name"],
+        known,
     );
     let consumer_index = c.index(
+        EntityKind::Consumer,
         &consumers.iter().collect::<Vec<_>>(),
         &["username", "custom_id"],
+        &["username", "custom_id"],
+        known,
     );
-    let certificate_index = c.index(&certificates.iter().collect::<Vec<_>>(), &[]);
-    let ca_index = c.index(&ca_certificates.iter().collect::<Vec<_>>(), &[]);
-    c.index(
+    let certificate_index = c.index(
+        EntityKind::Certificate,
+        &certificates.iter().collect::<Vec<_>>(),
+        &[],
+        &["cert"],
+        known,
+    );
+    let ca_index = c.index(
+        EntityKind::CaCertificate,
+        &ca_certificates.iter().collect::<Vec<_>>(),
+        &[],
+        &["cert"],
+        known,
+    );
+    let plugin_index = c.index(
+        EntityKind::Plugin,
         &plugins.iter().map(|(p, _)| p).collect::<Vec<_>>(),
         &["instance_name"],
+        &[],
+        known,
     );
 
-    let mut summary = Summary::default();
-    for item in &ca_certificates {
-        if let Err(e) =
-            CaCertificate::from_input(Uuid::new_v4(), Value::Object(item.body.clone()), 0, 0)
-        {
-            c.field_errors(item, &e);
+    let mut state = State {
+        select_tags: select_tags.clone(),
+        control_plane,
+        ..State::default()
+    };
+    for (item, id) in ca_certificates.iter().zip(&ca_index.ids) {
+        match CaCertificate::from_input(*id, Value::Object(item.body.clone()), 0, 0) {
+            Ok(ca) => state.ca_certificates.push(ca),
+            Err(e) => c.field_errors(item, &e),
         }
     }
-    summary.ca_certificates = ca_certificates.len();
 
     let mut sni_owner: HashMap<String, String> = HashMap::new();
-    for item in &certificates {
+    for (item, id) in certificates.iter().zip(&certificate_index.ids) {
         let mut body = item.body.clone();
         // decK lists SNIs as objects (`- name: example.com`); the Admin API takes names.
         if let Some(Value::Array(snis)) = body.get_mut("snis") {
@@ -591,10 +724,10 @@ pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summar
                 }
             }
         }
-        match Certificate::from_input(Uuid::new_v4(), Value::Object(body), 0, 0) {
+        match Certificate::from_input(*id, Value::Object(body), 0, 0) {
             Ok(input) => {
-                for name in input.snis.unwrap_or_default() {
-                    summary.snis += 1;
+                let mut snis = input.snis.unwrap_or_default();
+                for name in &snis {
                     if let Some(other) = sni_owner.insert(name.clone(), item.path.clone()) {
                         c.problem(
                             item.file,
@@ -603,13 +736,18 @@ pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summar
                         );
                     }
                 }
+                snis.sort();
+                snis.dedup();
+                state.certificates.push(CertificateWithSnis {
+                    certificate: input.certificate,
+                    snis,
+                });
             }
             Err(e) => c.field_errors(item, &e),
         }
     }
-    summary.certificates = certificates.len();
 
-    for item in &services {
+    for (item, id) in services.iter().zip(&service_index.ids) {
         let mut body = item.body.clone();
         if let Some(cert) = body.remove("client_certificate").filter(|v| !v.is_null())
             && let Some(id) = c.resolve(
@@ -623,46 +761,47 @@ pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summar
             body.insert("client_certificate".into(), json!({ "id": id }));
         }
         if let Some(Value::Array(cas)) = body.get("ca_certificates") {
+            let mut ids = Vec::new();
             for ca in cas.clone() {
-                c.resolve(
+                ids.extend(c.resolve(
                     item,
                     "ca_certificates",
                     &Attach::Named(ca),
                     "CA certificate",
                     &ca_index,
-                );
+                ));
             }
+            body.insert("ca_certificates".into(), json!(ids));
         }
-        if let Err(e) = Service::from_input(Uuid::new_v4(), Value::Object(body), 0, 0) {
-            c.field_errors(item, &e);
+        match Service::from_input(*id, Value::Object(body), 0, 0) {
+            Ok(s) => state.services.push(s),
+            Err(e) => c.field_errors(item, &e),
         }
     }
-    summary.services = services.len();
 
-    for (item, scope) in &routes {
+    for ((item, scope), id) in routes.iter().zip(&route_index.ids) {
         let mut body = item.body.clone();
         if let Some(attach) = &scope.service
             && let Some(id) = c.resolve(item, "service", attach, "service", &service_index)
         {
             body.insert("service".into(), json!({ "id": id }));
         }
-        if let Err(e) = Route::from_input(Uuid::new_v4(), Value::Object(body), 0, 0) {
-            c.field_errors(item, &e);
+        match Route::from_input(*id, Value::Object(body), 0, 0) {
+            Ok(r) => state.routes.push(r),
+            Err(e) => c.field_errors(item, &e),
         }
     }
-    summary.routes = routes.len();
 
-    for item in &consumers {
-        if let Err(e) = Consumer::from_input(Uuid::new_v4(), Value::Object(item.body.clone()), 0, 0)
-        {
-            c.field_errors(item, &e);
+    for (item, id) in consumers.iter().zip(&consumer_index.ids) {
+        match Consumer::from_input(*id, Value::Object(item.body.clone()), 0, 0) {
+            Ok(consumer) => state.consumers.push(consumer),
+            Err(e) => c.field_errors(item, &e),
         }
     }
-    summary.consumers = consumers.len();
 
     // Kong keeps one instance of a plugin per scope (its cache key).
     let mut scopes: HashMap<PluginKey, String> = HashMap::new();
-    for (item, scope) in &plugins {
+    for ((item, scope), given) in plugins.iter().zip(&plugin_index.ids) {
         let mut body = item.body.clone();
         let mut ids = [None, None, None];
         for (slot, (field, attach, index)) in ids.iter_mut().zip([
@@ -682,19 +821,30 @@ pub fn validate(docs: &[Document], schemas: &dyn PluginSchemas) -> Result<Summar
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let [service, route, consumer] = ids;
         if let Some(other) =
-            scopes.insert((name.clone(), ids[0], ids[1], ids[2]), item.path.clone())
+            scopes.insert((name.clone(), service, route, consumer), item.path.clone())
         {
             c.problem(item.file, &item.path, format!("plugin '{name}' is configured twice on the same service, route and consumer (also {other})"));
         }
-        if let Err(e) = Plugin::from_input(Uuid::new_v4(), Value::Object(body), 0, 0, schemas) {
-            c.field_errors(item, &e);
+        // A plugin has no name to be found by: it is found by its scope, as Kong's cache key.
+        let id = if item.body.get("id").is_some_and(|v| !v.is_null()) {
+            *given
+        } else {
+            let key = plugin_key(&name, service, route, consumer);
+            known
+                .get(EntityKind::Plugin, &key)
+                .unwrap_or_else(|| derived_id(EntityKind::Plugin, &key))
+        };
+        match Plugin::from_input(id, Value::Object(body), 0, 0, schemas) {
+            Ok(p) => state.plugins.push(p),
+            Err(e) => c.field_errors(item, &e),
         }
     }
-    summary.plugins = plugins.len();
 
     if c.problems.is_empty() {
-        Ok(summary)
+        state.add_tags(&select_tags);
+        Ok(state)
     } else {
         Err(c.problems)
     }

@@ -310,11 +310,17 @@ fn main() -> std::process::ExitCode {
                 serve(args.serve, Some(echo)).await
             }
             Command::Echo(args) => echo(args).await,
-            Command::Config(command) => config_cmd::run(command),
+            Command::Config(command) => config_cmd::run(command).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<config_cmd::ExitStatus>().is_some() => {
+            let code = e
+                .downcast_ref::<config_cmd::ExitStatus>()
+                .map_or(1, |s| s.0);
+            std::process::ExitCode::from(code)
+        }
         Err(e) => {
             eprintln!("gatehouse: {e:#}");
             std::process::ExitCode::FAILURE
