@@ -249,6 +249,7 @@ async fn sync(args: SyncArgs, apply: bool) -> Result<()> {
         plan.counts()
     };
     println!("{}", counts.summary());
+    client.log_calls();
     if args.non_zero_exit_code && counts != Counts::default() {
         return Err(ExitStatus(2).into());
     }
@@ -326,6 +327,7 @@ async fn reset(args: ResetArgs) -> Result<()> {
     let plan = Plan::new(&State::default(), &current);
     let counts = execute(&client, &plan, args.parallelism).await?;
     println!("{}", counts.summary());
+    client.log_calls();
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use gatehouse_declarative::state::{KINDS, State};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The page size of every list read (the Admin API's largest).
@@ -30,8 +31,10 @@ pub struct Client {
     http: reqwest::Client,
     /// `http://host:port` and the path prefix of the core entities.
     base: String,
-    /// How many write calls were made.
-    pub calls: std::sync::atomic::AtomicUsize,
+    /// How many calls read (GET).
+    reads: AtomicUsize,
+    /// How many calls wrote (PUT, DELETE).
+    writes: AtomicUsize,
 }
 
 fn header(line: &str) -> Result<(HeaderName, HeaderValue)> {
@@ -92,7 +95,8 @@ impl Client {
         let mut client = Client {
             http,
             base: root.clone(),
-            calls: Default::default(),
+            reads: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
         };
         if let Some(name) = &target.control_plane {
             let list = client
@@ -111,7 +115,17 @@ impl Client {
         Ok(client)
     }
 
+    /// Logs how many calls were made (`RUST_LOG=gatehouse=debug`; the benchmark reads it).
+    pub fn log_calls(&self) {
+        tracing::debug!(
+            reads = self.reads.load(Ordering::Relaxed),
+            writes = self.writes.load(Ordering::Relaxed),
+            "admin API calls"
+        );
+    }
+
     async fn get_json(&self, url: &str) -> Result<Value> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .http
             .get(url)
@@ -170,8 +184,7 @@ impl Client {
             Action::Delete => self.http.delete(&url),
             Action::Create | Action::Update => self.http.put(&url).json(&e.write_body()),
         };
-        self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
         let resp = request
             .send()
             .await
