@@ -123,6 +123,7 @@ fn issuer(c: &mut Criterion) {
                 served_control_plane: None,
                 admin_url: "http://admin.test".into(),
                 proxy_url: None,
+                db_less: false,
             },
             feed,
             cache: None,

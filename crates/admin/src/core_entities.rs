@@ -291,6 +291,7 @@ pub fn routes() -> Router<AdminState> {
                 }),
             );
     }
+    r = r.merge(crate::declarative::routes());
     let nested = [
         (K::Service, K::Route),
         (K::Service, K::Plugin),
@@ -408,7 +409,7 @@ async fn resolve_parent(
 
 /// What a client sees of stored entities: secrets opened, and certificates with the sorted
 /// names of their SNIs (Kong's `snis`).
-async fn render(
+pub(crate) async fn render(
     st: &AdminState,
     cp: Uuid,
     entities: &[CoreEntity],
@@ -650,13 +651,13 @@ async fn resolve_references(st: &AdminState, cp: Uuid, body: &mut Value) -> Resu
 }
 
 /// A validated entity, and the SNI names a certificate's body listed (`None`: absent).
-struct Validated {
-    entity: CoreEntity,
+pub(crate) struct Validated {
+    pub(crate) entity: CoreEntity,
     snis: Option<Vec<String>>,
 }
 
 /// Validates `body` as an entity of `kind` with this id and creation time.
-fn validate(
+pub(crate) fn validate(
     st: &AdminState,
     cp: Uuid,
     kind: K,
@@ -712,6 +713,14 @@ async fn save(st: &AdminState, v: &Validated, read: Option<&Value>) -> Result<()
     .map_err(|e| store_error(e, &v.entity))
 }
 
+/// Kong's 405 for a write to a DB-less node's core entities (only `POST /config` writes).
+fn writable(st: &AdminState, op: &'static str, kind: K) -> Result<(), KongError> {
+    if st.gateway.db_less {
+        return Err(KongError::DbLess { op, kind });
+    }
+    Ok(())
+}
+
 pub(crate) fn store_error(e: StoreError, entity: &CoreEntity) -> KongError {
     match e {
         StoreError::Duplicate("endpoint_key") => {
@@ -760,6 +769,7 @@ fn set_parent(body: &mut Value, parent: Option<(K, Uuid)>) {
 }
 
 async fn create(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: Value) -> KResult {
+    writable(&st, "create", kind)?;
     let parent = resolve_parent(&st, &s, parent).await?;
     set_parent(&mut body, parent);
     resolve_references(&st, s.cp, &mut body).await?;
@@ -779,6 +789,7 @@ async fn create(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
 }
 
 async fn upsert(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: Value) -> KResult {
+    writable(&st, "create or update", kind)?;
     let parent = resolve_parent(&st, &s, parent).await?;
     let raw = s.param("item")?.to_owned();
     let existing = match find(&st, s.cp, kind, &raw).await {
@@ -830,6 +841,7 @@ async fn upsert(st: AdminState, s: Scope, kind: K, parent: Option<K>, mut body: 
 }
 
 async fn patch(st: AdminState, s: Scope, kind: K, parent: Option<K>, body: Value) -> KResult {
+    writable(&st, "update", kind)?;
     let parent = resolve_parent(&st, &s, parent).await?;
     let existing = find(&st, s.cp, kind, s.param("item")?).await?;
     if !belongs(&existing, parent) {
@@ -860,6 +872,7 @@ async fn patch(st: AdminState, s: Scope, kind: K, parent: Option<K>, body: Value
 }
 
 async fn delete(st: AdminState, s: Scope, kind: K, parent: Option<K>) -> KResult {
+    writable(&st, "delete", kind)?;
     let nested = parent.is_some();
     let parent = resolve_parent(&st, &s, parent).await?;
     let existing = match find(&st, s.cp, kind, s.param("item")?).await {

@@ -187,6 +187,7 @@ pub(crate) async fn env(store: SharedStore) -> Env {
             served_control_plane: Some(default_cp),
             admin_url: "http://admin.test".into(),
             proxy_url: None,
+            db_less: false,
         },
         feed,
         cache: Some(cache),

@@ -45,6 +45,13 @@ pub enum KongError {
     SniNotFound,
     /// 405.
     MethodNotAllowed,
+    /// Code 12, 405: a core-entity write on a DB-less node (`serve --declarative-config`).
+    DbLess {
+        /// `create`, `update`, …
+        op: &'static str,
+        /// The collection written.
+        kind: EntityKind,
+    },
     /// A request refused before its handler ran (408, 413, 414, a second `Host`), with
     /// Kong's style of message.
     Refused(StatusCode, String),
@@ -134,6 +141,11 @@ impl KongError {
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"message": "Method not allowed"}),
+            ),
+            Self::DbLess { op, kind } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"code": 12, "name": "operation unsupported",
+                       "message": format!("cannot {op} '{}' entities when not using a database", kind.as_str())}),
             ),
             Self::Refused(status, m) => (*status, json!({"message": m})),
             Self::Stale => (StatusCode::CONFLICT, json!({"message": STALE})),

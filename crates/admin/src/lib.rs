@@ -13,6 +13,7 @@ pub mod cache;
 mod certificates;
 pub mod control_planes;
 pub mod core_entities;
+pub mod declarative;
 pub mod identity_api;
 pub mod kong_error;
 pub mod list;
@@ -57,6 +58,9 @@ pub struct GatewayAdmin {
     pub admin_url: String,
     /// The proxy listener, for the served control plane's `proxy_urls`.
     pub proxy_url: Option<gatehouse_core::gateway::ProxyUrl>,
+    /// DB-less mode (`serve --declarative-config`): core entities change only through
+    /// `POST /config`; every other write answers 405.
+    pub db_less: bool,
 }
 
 /// Largest admin request body read (axum's default, made explicit): larger, or announced

@@ -56,6 +56,7 @@ async fn node(dir: std::path::PathBuf) -> Env {
             served_control_plane: None,
             admin_url: "http://admin.test".into(),
             proxy_url: None,
+            db_less: false,
         },
         feed,
         cache: None,

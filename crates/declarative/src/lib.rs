@@ -61,31 +61,46 @@ pub fn load(
     bytes: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Document, Problem> {
-    let problem = |path: String, message: String| Problem {
+    let text = text(file, bytes)?;
+    let text = template::render(text, env).map_err(|e| Problem {
         file: file.to_owned(),
-        path,
+        path: format!("line {}", e.line),
+        message: e.message,
+    })?;
+    parse_text(file, &text)
+}
+
+/// Parses one state file's bytes as they are, without rendering `${{ … }}` actions (Kong's
+/// `POST /config` reads its body so).
+pub fn parse(file: &str, bytes: &[u8]) -> Result<Document, Problem> {
+    parse_text(file, text(file, bytes)?)
+}
+
+/// The file's text, if it is within the size limit and UTF-8.
+fn text<'b>(file: &str, bytes: &'b [u8]) -> Result<&'b str, Problem> {
+    let problem = |message: String| Problem {
+        file: file.to_owned(),
+        path: String::new(),
         message,
     };
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(problem(
-            String::new(),
-            format!(
-                "the file is larger than {} MiB; split it into several files (-s a.yaml -s b.yaml)",
-                MAX_FILE_BYTES >> 20
-            ),
-        ));
+        return Err(problem(format!(
+            "the file is larger than {} MiB; split it into several files (-s a.yaml -s b.yaml)",
+            MAX_FILE_BYTES >> 20
+        )));
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| problem(String::new(), format!("not UTF-8 text: {e}")))?;
-    let text =
-        template::render(text, env).map_err(|e| problem(format!("line {}", e.line), e.message))?;
+    std::str::from_utf8(bytes).map_err(|e| problem(format!("not UTF-8 text: {e}")))
+}
+
+fn parse_text(file: &str, text: &str) -> Result<Document, Problem> {
     // YAML 1.2 is a superset of JSON: one parser reads both.
-    let content: Value = yaml_serde::from_str(&text).map_err(|e| {
-        let path = e
+    let content: Value = yaml_serde::from_str(text).map_err(|e| Problem {
+        file: file.to_owned(),
+        path: e
             .location()
             .map(|l| format!("line {}", l.line()))
-            .unwrap_or_default();
-        problem(path, format!("invalid YAML or JSON: {e}"))
+            .unwrap_or_default(),
+        message: format!("invalid YAML or JSON: {e}"),
     })?;
     Ok(Document {
         file: file.to_owned(),

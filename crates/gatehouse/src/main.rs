@@ -123,6 +123,12 @@ struct ServeArgs {
     /// safety net under PostgreSQL's change notifications (Kong's `db_update_frequency`).
     #[arg(long, env = "GATEHOUSE_DB_UPDATE_FREQUENCY", default_value = "1s", value_parser = parse_duration)]
     db_update_frequency: Duration,
+    /// DB-less mode: serve the gateway configuration of this decK state file (YAML or JSON,
+    /// `${{ env "DECK_…" }}` rendered). It replaces the configuration at every start; the
+    /// Admin API's core-entity writes answer 405, and `POST /config` replaces it while
+    /// running. The identity server keeps its own store in the data directory.
+    #[arg(long, env = "GATEHOUSE_DECLARATIVE_CONFIG", conflicts_with_all = ["database", "control_plane"])]
+    declarative_config: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -326,6 +332,38 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("gatehouse: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// DB-less mode's start: the state file replaces the served control plane's configuration
+/// (the proxy has it before the listeners announce themselves), or the start fails naming
+/// every problem.
+async fn load_declarative_config(state: &AdminState, cp: uuid::Uuid, file: &Path) -> Result<()> {
+    let name = file.display().to_string();
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {name}"))?;
+    let env = |var: &str| std::env::var(var).ok();
+    let doc =
+        gatehouse_declarative::load(&name, &bytes, &env).map_err(|p| anyhow::anyhow!("{p}"))?;
+    match gatehouse_admin::declarative::replace(state, cp, vec![doc]).await {
+        Ok(c) => {
+            tracing::info!(
+                file = %name,
+                created = c.created,
+                updated = c.updated,
+                deleted = c.deleted,
+                "DB-less mode: serving the declarative configuration"
+            );
+            Ok(())
+        }
+        Err(gatehouse_admin::declarative::ConfigError::Invalid(problems, _)) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            bail!("{name}: {} problems; nothing is served", problems.len())
+        }
+        Err(gatehouse_admin::declarative::ConfigError::Store(e)) => {
+            bail!("{name} could not be stored: {}", e.parts().1)
         }
     }
 }
@@ -586,6 +624,9 @@ fn spawn_migrations_when_reachable(store: gatehouse_store::SharedStore, every: D
 
 async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<()> {
     let quickstart = quickstart_echo.is_some();
+    if quickstart && args.declarative_config.is_some() {
+        bail!("--declarative-config is for `serve`: the quickstart makes its own configuration");
+    }
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -846,26 +887,28 @@ async fn serve(args: ServeArgs, quickstart_echo: Option<SocketAddr>) -> Result<(
     );
 
     let ready = Arc::new(AtomicBool::new(false));
-    let admin = admin_router(
-        AdminState {
-            identity: identity.clone(),
-            ready: ready.clone(),
-            gateway: GatewayAdmin {
-                registry,
-                default_control_plane: default_cp,
-                served_control_plane: Some(served_cp),
-                admin_url: local_url(admin_addr),
-                proxy_url: Some(ProxyUrl {
-                    host: local_host(proxy_addr),
-                    port: proxy_addr.port(),
-                    protocol: "http".into(),
-                }),
-            },
-            feed,
-            cache: Some(cache),
+    let admin_state = AdminState {
+        identity: identity.clone(),
+        ready: ready.clone(),
+        gateway: GatewayAdmin {
+            registry,
+            default_control_plane: default_cp,
+            served_control_plane: Some(served_cp),
+            admin_url: local_url(admin_addr),
+            proxy_url: Some(ProxyUrl {
+                host: local_host(proxy_addr),
+                port: proxy_addr.port(),
+                protocol: "http".into(),
+            }),
+            db_less: args.declarative_config.is_some(),
         },
-        auth,
-    );
+        feed,
+        cache: Some(cache),
+    };
+    if let Some(file) = &args.declarative_config {
+        load_declarative_config(&admin_state, served_cp, file).await?;
+    }
+    let admin = admin_router(admin_state, auth);
     let issuer = gatehouse_identity::http::router(identity.clone());
 
     println!(
