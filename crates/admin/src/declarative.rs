@@ -83,7 +83,9 @@ pub async fn replace(
     cp: Uuid,
     docs: Vec<Document>,
 ) -> Result<Counts, ConfigError> {
+    let started = std::time::Instant::now();
     let (current, stored, snis) = current(st, cp).await?;
+    let read = started.elapsed();
     let options = Options {
         known: current.known(),
         ..Options::default()
@@ -94,6 +96,7 @@ pub async fn replace(
         Err(problems) => return Err(ConfigError::Invalid(problems, docs)),
     };
     let plan = Plan::new(&wanted, &current);
+    let planned = started.elapsed();
 
     // SNIs are rows of their own: those the file does not keep go first (a name may move to
     // another certificate), those it adds come after their certificate.
@@ -168,7 +171,9 @@ pub async fn replace(
             Write::Delete(kind, id) => CoreWrite::Delete(cp, *kind, *id),
         })
         .collect();
+    let validated = started.elapsed();
     let result = st.identity.store().write_core_entities(&borrowed).await;
+    let written = started.elapsed();
     if let Err((i, e)) = result {
         return Err(ConfigError::Store(match writes.get(i) {
             Some(Write::Insert(x) | Write::Update(x, _)) => store_error(e, x),
@@ -176,6 +181,15 @@ pub async fn replace(
         }));
     }
     crate::sync::settle(st).await;
+    tracing::debug!(
+        read_ms = read.as_millis() as u64,
+        planned_ms = planned.as_millis() as u64,
+        validated_ms = validated.as_millis() as u64,
+        written_ms = written.as_millis() as u64,
+        applied_ms = started.elapsed().as_millis() as u64,
+        writes = writes.len(),
+        "configuration replaced"
+    );
     Ok(counts)
 }
 
@@ -357,11 +371,13 @@ mod tests {
         let problems = vec![
             Problem {
                 file: "config".into(),
+                line: None,
                 path: "services[0].routes[0]".into(),
                 message: "paths: should start with: /".into(),
             },
             Problem {
                 file: "config".into(),
+                line: None,
                 path: "whatever".into(),
                 message: "unknown key".into(),
             },

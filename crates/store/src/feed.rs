@@ -20,8 +20,12 @@ use uuid::Uuid;
 /// The PostgreSQL channel every commit that records a change notifies.
 pub const CHANNEL: &str = "gatehouse_changes";
 
-/// How many changes one read hands to the sinks at most.
+/// How many changes one read of the `changes` table returns at most.
 const BATCH: i64 = 1000;
+
+/// How many changes are read ahead and handed to the sinks together at most; a node further
+/// behind rebuilds everything instead.
+const MAX_PENDING: usize = 100_000;
 
 /// How long change rows are kept. A node that falls further behind (it was stopped) rebuilds
 /// everything instead of replaying.
@@ -243,45 +247,65 @@ impl Feed {
 
     async fn catch_up_inner(&self) -> Result<()> {
         let _one_at_a_time = self.lock.lock().await;
-        loop {
-            let after = self.applied();
-            let batch = match self.store.changes_since(after, BATCH).await? {
-                ChangeRead::Changes(batch) => batch,
-                ChangeRead::Unreadable => {
-                    tracing::warn!(after, "unreadable change record; rebuilding everything");
+        'again: loop {
+            // Every change committed so far is read first and handed to the sinks at once: a
+            // burst (a `POST /config` of 20,000 entities) rebuilds the proxy's configuration
+            // once, not once per page.
+            let mut pending: Vec<Change> = Vec::new();
+            loop {
+                let after = pending.last().map_or_else(|| self.applied(), |c| c.version);
+                let batch = match self.store.changes_since(after, BATCH).await? {
+                    ChangeRead::Changes(batch) => batch,
+                    ChangeRead::Unreadable => {
+                        tracing::warn!(after, "unreadable change record; rebuilding everything");
+                        self.resync().await?;
+                        continue 'again;
+                    }
+                };
+                if let Some(first) = batch.first()
+                    && first.version != after + 1
+                {
+                    // Rows between were pruned: this node was away longer than they are kept.
+                    tracing::info!(
+                        after,
+                        next = first.version,
+                        "the change feed moved past this node; rebuilding everything"
+                    );
                     self.resync().await?;
-                    continue;
+                    continue 'again;
                 }
-            };
-            let Some(last) = batch.last().map(|c| c.version) else {
+                if let Some(unknown) = batch.iter().find_map(|c| match &c.kind {
+                    ChangeKind::Unknown(k) => Some(k.clone()),
+                    _ => None,
+                }) {
+                    tracing::warn!(kind = %unknown, "unknown change kind; rebuilding everything");
+                    self.resync().await?;
+                    continue 'again;
+                }
+                let full = batch.len() as i64 == BATCH;
+                pending.extend(batch);
+                if !full {
+                    break;
+                }
+                if pending.len() >= MAX_PENDING {
+                    // So far behind that reading everything again is cheaper than replaying.
+                    tracing::info!(
+                        changes = pending.len(),
+                        "more changes than are replayed; rebuilding everything"
+                    );
+                    self.resync().await?;
+                    continue 'again;
+                }
+            }
+            let Some(last) = pending.last().map(|c| c.version) else {
                 return Ok(());
             };
-            if batch[0].version != after + 1 {
-                // Rows between were pruned: this node was away longer than they are kept.
-                tracing::info!(
-                    after,
-                    next = batch[0].version,
-                    "the change feed moved past this node; rebuilding everything"
-                );
-                self.resync().await?;
-                continue;
-            }
-            if let Some(unknown) = batch.iter().find_map(|c| match &c.kind {
-                ChangeKind::Unknown(k) => Some(k.clone()),
-                _ => None,
-            }) {
-                tracing::warn!(kind = %unknown, "unknown change kind; rebuilding everything");
-                self.resync().await?;
-                continue;
-            }
             for sink in &self.sinks {
-                sink.apply(&batch).await.map_err(StoreError::Sink)?;
+                sink.apply(&pending).await.map_err(StoreError::Sink)?;
             }
             self.set_applied(last);
-            tracing::debug!(version = last, changes = batch.len(), "changes applied");
-            if (batch.len() as i64) < BATCH {
-                return Ok(());
-            }
+            tracing::debug!(version = last, changes = pending.len(), "changes applied");
+            return Ok(());
         }
     }
 

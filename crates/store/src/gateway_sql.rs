@@ -8,6 +8,29 @@
 use crate::{Col, ColKind, col};
 
 pub(crate) const CONTROL_PLANE_COLS: &str = "id, name, description, labels, cluster_type, auth_type, cloud_gateway, proxy_urls, created_at, updated_at";
+/// A write's error, with a unique index's violation named by its column: `endpoint_key`,
+/// `alt_key`, or `id` (the primary key), as the Admin API reports them.
+pub(crate) fn unique_violation(e: sqlx::Error) -> crate::StoreError {
+    if let sqlx::Error::Database(d) = &e
+        && d.is_unique_violation()
+    {
+        // PostgreSQL names the index; SQLite lists its columns in the message.
+        let what = format!("{} {}", d.constraint().unwrap_or_default(), d.message());
+        return crate::StoreError::Duplicate(if what.contains("endpoint_key") {
+            "endpoint_key"
+        } else if what.contains("alt_key") {
+            "alt_key"
+        } else {
+            "id"
+        });
+    }
+    crate::sql::db_err(e)
+}
+
+/// The most rows one multi-row `INSERT` of core entities carries (11 parameters each: well
+/// under SQLite's 32,766 and PostgreSQL's 65,535).
+pub(crate) const BULK_ROWS: usize = 500;
+
 pub(crate) const CORE_ENTITY_COLS: &str = "control_plane_id, kind, id, endpoint_key, alt_key, service_id, route_id, consumer_id, certificate_id, created_at, body";
 
 pub(crate) const CONTROL_PLANE_LIST: &[Col] = &[
@@ -191,7 +214,7 @@ macro_rules! gateway_sql {
                     .begin_with(dialect::BEGIN_WRITE)
                     .await
                     .map_err(db_err)?;
-                Self::insert_core_in(&mut tx, e).await?;
+                Self::insert_core_in(&mut tx, e, &Default::default()).await?;
                 tx.commit().await.map_err(db_err)
             }
 
@@ -205,7 +228,7 @@ macro_rules! gateway_sql {
                     .begin_with(dialect::BEGIN_WRITE)
                     .await
                     .map_err(db_err)?;
-                Self::update_core_in(&mut tx, e, read).await?;
+                Self::update_core_in(&mut tx, e, read, &Default::default()).await?;
                 tx.commit().await.map_err(db_err)
             }
 
@@ -229,20 +252,56 @@ macro_rules! gateway_sql {
                 writes: &[$crate::CoreWrite<'_>],
             ) -> std::result::Result<(), (usize, StoreError)> {
                 use $crate::CoreWrite as W;
+                // Entities this batch has written so far: references to them need no query.
+                let mut fresh = std::collections::HashSet::new();
                 let mut tx = self
                     .pool
                     .begin_with(dialect::BEGIN_WRITE)
                     .await
                     .map_err(|e| (0, db_err(e)))?;
-                for (i, w) in writes.iter().enumerate() {
+                let mut i = 0;
+                while i < writes.len() {
+                    // A run of inserts goes in multi-row statements: one statement per row
+                    // made a 20,000-entity `POST /config` spend seconds in statement overhead.
+                    let run = writes[i..]
+                        .iter()
+                        .take($crate::gateway_sql::BULK_ROWS)
+                        .take_while(|w| matches!(w, W::Insert(_)))
+                        .count();
+                    if run > 1 {
+                        let rows: Vec<&gatehouse_core::gateway::CoreEntity> = writes[i..i + run]
+                            .iter()
+                            .filter_map(|w| match w {
+                                W::Insert(e) => Some(*e),
+                                _ => None,
+                            })
+                            .collect();
+                        for (k, e) in rows.iter().enumerate() {
+                            Self::check_core_entity(&mut tx, e, &fresh)
+                                .await
+                                .map_err(|err| (i + k, err))?;
+                            fresh.insert((e.kind, e.id));
+                        }
+                        Self::insert_rows(&mut tx, &rows)
+                            .await
+                            .map_err(|(k, err)| (i + k, err))?;
+                        i += run;
+                        continue;
+                    }
+                    let w = &writes[i];
                     match w {
-                        W::Insert(e) => Self::insert_core_in(&mut tx, e).await,
-                        W::Update(e, read) => Self::update_core_in(&mut tx, e, read).await,
+                        W::Insert(e) => Self::insert_core_in(&mut tx, e, &fresh).await,
+                        W::Update(e, read) => Self::update_core_in(&mut tx, e, read, &fresh).await,
                         W::Delete(cp, kind, id) => {
+                            fresh.remove(&(*kind, *id));
                             Self::delete_core_in(&mut tx, *cp, *kind, *id).await
                         }
                     }
                     .map_err(|e| (i, e))?;
+                    if let W::Insert(e) | W::Update(e, _) = w {
+                        fresh.insert((e.kind, e.id));
+                    }
+                    i += 1;
                 }
                 tx.commit().await.map_err(|e| (writes.len(), db_err(e)))
             }
@@ -297,10 +356,12 @@ macro_rules! gateway_sql_helpers {
 
         /// References must exist in the same control plane; unique values must be free
         /// (ignoring the entity itself on update).
+        /// Checks that what `e` references exists (those in `fresh`, written earlier in the same
+        /// transaction, do). Unique names are the indexes' to check (`unique_violation`).
         async fn check_core_entity(
             tx: &mut sqlx::Transaction<'static, $db>,
             e: &gatehouse_core::gateway::CoreEntity,
-            insert: bool,
+            fresh: &std::collections::HashSet<(gatehouse_core::gateway::EntityKind, uuid::Uuid)>,
         ) -> Result<()> {
             use gatehouse_core::gateway::EntityKind as K;
             let refs = [
@@ -311,6 +372,9 @@ macro_rules! gateway_sql_helpers {
             ];
             for (kind, id) in refs {
                 let Some(id) = id else { continue };
+                if fresh.contains(&(kind, id)) {
+                    continue;
+                }
                 let mut qb: Qb =
                     QueryBuilder::new("SELECT id FROM core_entities WHERE control_plane_id = ");
                 qb.push_bind(e.control_plane_id.to_string())
@@ -329,68 +393,84 @@ macro_rules! gateway_sql_helpers {
                     return Err(StoreError::MissingReference(kind, id));
                 }
             }
-            let uniques = [
-                ("id", insert.then(|| e.id.to_string())),
-                ("endpoint_key", e.endpoint_key.clone()),
-                ("alt_key", e.alt_key.clone()),
-            ];
-            for (column, value) in uniques {
-                let Some(value) = value else { continue };
-                let mut qb: Qb = QueryBuilder::new(
-                    "SELECT COUNT(*) FROM core_entities WHERE control_plane_id = ",
-                );
-                qb.push_bind(e.control_plane_id.to_string())
-                    .push(" AND kind = ")
-                    .push_bind(e.kind.as_str())
-                    .push(format!(" AND {column} = "))
-                    .push_bind(value);
-                if !insert {
-                    qb.push(" AND id <> ").push_bind(e.id.to_string());
-                }
-                let n: i64 = qb
-                    .build_query_scalar()
-                    .fetch_one(&mut **tx)
+            Ok(())
+        }
+
+        /// Inserts `rows` (their references checked) in one statement, under a savepoint: if
+        /// it fails, the rows go in one by one to name the one at fault (its index).
+        async fn insert_rows(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            rows: &[&gatehouse_core::gateway::CoreEntity],
+        ) -> std::result::Result<(), (usize, StoreError)> {
+            sqlx::query("SAVEPOINT gatehouse_bulk")
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| (0, db_err(e)))?;
+            if Self::insert_values(tx, rows).await.is_ok() {
+                return sqlx::query("RELEASE SAVEPOINT gatehouse_bulk")
+                    .execute(&mut **tx)
                     .await
-                    .map_err(db_err)?;
-                if n > 0 {
-                    return Err(StoreError::Duplicate(column));
-                }
+                    .map(drop)
+                    .map_err(|e| (0, db_err(e)));
             }
+            sqlx::query("ROLLBACK TO SAVEPOINT gatehouse_bulk")
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| (0, db_err(e)))?;
+            for (k, e) in rows.iter().enumerate() {
+                Self::insert_values(tx, std::slice::from_ref(e))
+                    .await
+                    .map_err(|err| (k, err))?;
+            }
+            // Row by row they all went in: whatever failed was not theirs to name.
+            Ok(())
+        }
+
+        /// One `INSERT` of `rows`; a unique index's violation is named by its column.
+        async fn insert_values(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            rows: &[&gatehouse_core::gateway::CoreEntity],
+        ) -> Result<()> {
+            let mut qb: Qb = QueryBuilder::new(format!(
+                "INSERT INTO core_entities ({}) ",
+                $crate::gateway_sql::CORE_ENTITY_COLS
+            ));
+            qb.push_values(rows, |mut sep, e| {
+                sep.push_bind(e.control_plane_id.to_string())
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.id.to_string())
+                    .push_bind(e.endpoint_key.clone())
+                    .push_bind(e.alt_key.clone())
+                    .push_bind(e.service_id.map(|u| u.to_string()))
+                    .push_bind(e.route_id.map(|u| u.to_string()))
+                    .push_bind(e.consumer_id.map(|u| u.to_string()))
+                    .push_bind(e.certificate_id.map(|u| u.to_string()))
+                    .push_bind(e.created_at)
+                    .push_bind(e.body.to_string());
+            });
+            qb.build()
+                .execute(&mut **tx)
+                .await
+                .map_err($crate::gateway_sql::unique_violation)?;
             Ok(())
         }
 
         async fn insert_core_in(
             tx: &mut sqlx::Transaction<'static, $db>,
             e: &gatehouse_core::gateway::CoreEntity,
+            fresh: &std::collections::HashSet<(gatehouse_core::gateway::EntityKind, uuid::Uuid)>,
         ) -> Result<()> {
-            Self::check_core_entity(tx, e, true).await?;
-            let mut qb: Qb = QueryBuilder::new(format!(
-                "INSERT INTO core_entities ({}) VALUES (",
-                $crate::gateway_sql::CORE_ENTITY_COLS
-            ));
-            let mut sep = qb.separated(", ");
-            sep.push_bind(e.control_plane_id.to_string())
-                .push_bind(e.kind.as_str())
-                .push_bind(e.id.to_string())
-                .push_bind(e.endpoint_key.clone())
-                .push_bind(e.alt_key.clone())
-                .push_bind(e.service_id.map(|u| u.to_string()))
-                .push_bind(e.route_id.map(|u| u.to_string()))
-                .push_bind(e.consumer_id.map(|u| u.to_string()))
-                .push_bind(e.certificate_id.map(|u| u.to_string()))
-                .push_bind(e.created_at)
-                .push_bind(e.body.to_string());
-            qb.push(")");
-            qb.build().execute(&mut **tx).await.map_err(db_err)?;
-            Ok(())
+            Self::check_core_entity(tx, e, fresh).await?;
+            Self::insert_values(tx, &[e]).await
         }
 
         async fn update_core_in(
             tx: &mut sqlx::Transaction<'static, $db>,
             e: &gatehouse_core::gateway::CoreEntity,
             read: &serde_json::Value,
+            fresh: &std::collections::HashSet<(gatehouse_core::gateway::EntityKind, uuid::Uuid)>,
         ) -> Result<()> {
-            Self::check_core_entity(tx, e, false).await?;
+            Self::check_core_entity(tx, e, fresh).await?;
             let mut qb: Qb = QueryBuilder::new("UPDATE core_entities SET endpoint_key = ");
             qb.push_bind(e.endpoint_key.clone())
                 .push(", alt_key = ")
@@ -413,7 +493,11 @@ macro_rules! gateway_sql_helpers {
                 .push_bind(e.id.to_string())
                 .push(" AND body = ")
                 .push_bind(read.to_string());
-            let done = qb.build().execute(&mut **tx).await.map_err(db_err)?;
+            let done = qb
+                .build()
+                .execute(&mut **tx)
+                .await
+                .map_err($crate::gateway_sql::unique_violation)?;
             if done.rows_affected() == 0 {
                 let mut exists: Qb =
                     QueryBuilder::new("SELECT 1 FROM core_entities WHERE control_plane_id = ");

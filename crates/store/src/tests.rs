@@ -674,13 +674,18 @@ async fn core_entities_references_uniques_and_cascades() {
             s.update_core_entity(&absent, &route.body).await,
             Err(StoreError::NotFound)
         ));
-        let mut taken = renamed.clone();
+        // Renaming a service to a name another one has: the unique index names the column.
+        let other = entity(cp.id, K::Service, Some("other"));
+        s.insert_core_entity(&other).await.unwrap();
+        let mut taken = other.clone();
         taken.endpoint_key = Some("svc".into());
-        taken.kind = K::Service;
         assert!(matches!(
-            s.update_core_entity(&taken, &renamed.body).await,
-            Err(StoreError::Duplicate(_))
+            s.update_core_entity(&taken, &other.body).await,
+            Err(StoreError::Duplicate("endpoint_key"))
         ));
+        s.delete_core_entity(cp.id, K::Service, other.id)
+            .await
+            .unwrap();
 
         // A service with routes cannot go; a route takes its plugins along.
         assert!(matches!(
@@ -834,11 +839,13 @@ async fn postgres_announces_each_committed_change() {
 struct Recorder {
     applied: std::sync::Mutex<Vec<i64>>,
     resyncs: std::sync::atomic::AtomicUsize,
+    calls: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
 impl crate::feed::ChangeSink for Recorder {
     async fn apply(&self, changes: &[crate::feed::Change]) -> Result<(), crate::feed::SinkError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.applied
             .lock()
             .unwrap()
@@ -851,6 +858,73 @@ impl crate::feed::ChangeSink for Recorder {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
+}
+
+#[tokio::test]
+async fn a_bulk_write_is_one_transaction_and_reaches_the_feed_in_one_apply() {
+    use crate::CoreWrite;
+    use gatehouse_core::gateway::EntityKind as K;
+    use std::sync::atomic::Ordering::SeqCst;
+    let b = Backends::new().await;
+    for s in &b.stores {
+        let cp = control_plane("bulk");
+        s.create_control_plane(&cp).await.unwrap();
+        let start = s.change_version().await.unwrap();
+        let sink = Arc::new(Recorder::default());
+        let feed = crate::feed::Feed::new(s.clone(), vec![sink.clone()], start);
+        // More than one multi-row statement and more than one page of the feed; routes
+        // refer to services written earlier in the same batch.
+        let services: Vec<_> = (0..1200)
+            .map(|i| entity(cp.id, K::Service, Some(&format!("s{i}"))))
+            .collect();
+        let routes: Vec<_> = services
+            .iter()
+            .enumerate()
+            .map(|(i, svc)| {
+                let mut r = entity(cp.id, K::Route, Some(&format!("r{i}")));
+                r.service_id = Some(svc.id);
+                r
+            })
+            .collect();
+        // A name taken twice, deep in a run of inserts: the error names that write, and
+        // nothing of the batch is kept.
+        let mut clash = services.clone();
+        clash[700].endpoint_key = Some("s3".into());
+        let writes: Vec<CoreWrite<'_>> = clash.iter().map(CoreWrite::Insert).collect();
+        let err = s.write_core_entities(&writes).await.unwrap_err();
+        assert_eq!(err.0, 700, "{}", s.backend());
+        assert!(
+            matches!(err.1, StoreError::Duplicate("endpoint_key")),
+            "{:?}",
+            err.1
+        );
+        assert!(s.core_entities(cp.id, None).await.unwrap().is_empty());
+        // A route whose service is neither in the batch nor stored is refused by index.
+        let mut orphan = routes.clone();
+        orphan[5].service_id = Some(Uuid::new_v4());
+        let writes: Vec<CoreWrite<'_>> = services
+            .iter()
+            .chain(&orphan)
+            .map(CoreWrite::Insert)
+            .collect();
+        let err = s.write_core_entities(&writes).await.unwrap_err();
+        assert_eq!(err.0, 1205, "{}", s.backend());
+        assert!(matches!(err.1, StoreError::MissingReference(K::Service, _)));
+
+        let writes: Vec<CoreWrite<'_>> = services
+            .iter()
+            .chain(&routes)
+            .map(CoreWrite::Insert)
+            .collect();
+        s.write_core_entities(&writes).await.unwrap();
+        assert_eq!(s.core_entities(cp.id, None).await.unwrap().len(), 2400);
+        feed.catch_up().await.unwrap();
+        assert_eq!(sink.calls.load(SeqCst), 1, "one apply for the burst");
+        // The control plane's own change (before `start`) is not replayed: 2,400 entities.
+        assert_eq!(sink.applied.lock().unwrap().len(), 2400, "{}", s.backend());
+        assert_eq!(feed.applied(), start + 2400);
+    }
+    b.cleanup().await;
 }
 
 #[tokio::test]
