@@ -9,6 +9,7 @@
 //! (`kong.yaml: services[0].routes[1]: paths: …`).
 
 pub mod dump;
+mod lines;
 pub mod plan;
 pub mod state;
 pub mod template;
@@ -28,20 +29,26 @@ pub const MAX_FILE_BYTES: usize = 32 << 20;
 pub struct Problem {
     /// The file (`-` for standard input).
     pub file: String,
-    /// Where in the file: `line 3` for a syntax error, else the entity's path
-    /// (`services[0].routes[1]`) and field; empty for the file as a whole.
+    /// The line it is on (1-based), when known.
+    pub line: Option<usize>,
+    /// The entity's path (`services[0].routes[1]`) and field; empty for a syntax error or
+    /// the file as a whole.
     pub path: String,
     /// What is wrong.
     pub message: String,
 }
 
 impl fmt::Display for Problem {
+    /// `kong.yaml:12: services[0].routes[1]: paths: …`, as compilers name a place.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
         }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
@@ -52,6 +59,8 @@ pub struct Document {
     pub file: String,
     /// Its content.
     pub content: Value,
+    /// Its text (rendered), for finding the line of a problem.
+    pub text: String,
 }
 
 /// Renders and parses one state file's bytes. `env` reads environment variables (only
@@ -64,22 +73,24 @@ pub fn load(
     let text = text(file, bytes)?;
     let text = template::render(text, env).map_err(|e| Problem {
         file: file.to_owned(),
-        path: format!("line {}", e.line),
+        line: Some(e.line),
+        path: String::new(),
         message: e.message,
     })?;
-    parse_text(file, &text)
+    parse_text(file, text)
 }
 
 /// Parses one state file's bytes as they are, without rendering `${{ … }}` actions (Kong's
 /// `POST /config` reads its body so).
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Document, Problem> {
-    parse_text(file, text(file, bytes)?)
+    parse_text(file, text(file, bytes)?.to_owned())
 }
 
 /// The file's text, if it is within the size limit and UTF-8.
 fn text<'b>(file: &str, bytes: &'b [u8]) -> Result<&'b str, Problem> {
     let problem = |message: String| Problem {
         file: file.to_owned(),
+        line: None,
         path: String::new(),
         message,
     };
@@ -92,19 +103,18 @@ fn text<'b>(file: &str, bytes: &'b [u8]) -> Result<&'b str, Problem> {
     std::str::from_utf8(bytes).map_err(|e| problem(format!("not UTF-8 text: {e}")))
 }
 
-fn parse_text(file: &str, text: &str) -> Result<Document, Problem> {
+fn parse_text(file: &str, text: String) -> Result<Document, Problem> {
     // YAML 1.2 is a superset of JSON: one parser reads both.
-    let content: Value = yaml_serde::from_str(text).map_err(|e| Problem {
+    let content: Value = yaml_serde::from_str(&text).map_err(|e| Problem {
         file: file.to_owned(),
-        path: e
-            .location()
-            .map(|l| format!("line {}", l.line()))
-            .unwrap_or_default(),
+        line: e.location().map(|l| l.line()),
+        path: String::new(),
         message: format!("invalid YAML or JSON: {e}"),
     })?;
     Ok(Document {
         file: file.to_owned(),
         content,
+        text,
     })
 }
 
@@ -128,13 +138,10 @@ mod tests {
         let j = load("a.json", br#"{"_format_version": "3.0"}"#, &no_env).unwrap();
         assert_eq!(j.content["_format_version"], "3.0");
         let e = load("bad.yaml", b"services:\n  - name: a\n   host: b\n", &no_env).unwrap_err();
-        assert_eq!(e.path, "line 3", "{e}");
-        assert!(
-            e.to_string().starts_with("bad.yaml: line 3: invalid YAML"),
-            "{e}"
-        );
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().starts_with("bad.yaml:3: invalid YAML"), "{e}");
         let e = load("t.yaml", b"a: ${{ env \"DECK_X\" }}", &no_env).unwrap_err();
-        assert_eq!(e.path, "line 1");
+        assert_eq!(e.line, Some(1));
     }
 
     #[test]

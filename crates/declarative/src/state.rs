@@ -87,6 +87,9 @@ pub struct State {
     pub select_tags: Vec<String>,
     /// The control plane the file names (`_konnect.control_plane_name`).
     pub control_plane: Option<String>,
+    /// `_info.default_lookup_tags`: kinds whose references may name entities kept on the
+    /// node, and the tags those carry.
+    pub lookup_tags: Vec<(EntityKind, Vec<String>)>,
 }
 
 /// One entity in the Admin API's form, for comparing and writing.
@@ -221,6 +224,7 @@ impl State {
             ca_certificates: parse_all(EntityKind::CaCertificate, take(EntityKind::CaCertificate))?,
             select_tags: Vec::new(),
             control_plane: None,
+            lookup_tags: Vec::new(),
         })
     }
 
@@ -255,6 +259,41 @@ impl State {
         }
         for c in &self.ca_certificates {
             k.insert(EntityKind::CaCertificate, Some(c.cert.trim()), c.id);
+        }
+        k
+    }
+
+    /// The entities that references may name under `lookup_tags` (those of each kind that
+    /// carry all of its tags), by name and by id.
+    pub fn lookup(&self, lookup_tags: &[(EntityKind, Vec<String>)]) -> Known {
+        let mut k = Known::default();
+        let has = |t: &Option<Vec<String>>, want: &[String]| {
+            want.iter()
+                .all(|w| t.as_ref().is_some_and(|have| have.contains(w)))
+        };
+        for (kind, tags) in lookup_tags {
+            match kind {
+                EntityKind::Service => {
+                    for s in self.services.iter().filter(|s| has(&s.tags, tags)) {
+                        k.insert(*kind, s.name.as_deref(), s.id);
+                        k.insert(*kind, Some(&s.id.to_string()), s.id);
+                    }
+                }
+                EntityKind::Route => {
+                    for r in self.routes.iter().filter(|r| has(&r.tags, tags)) {
+                        k.insert(*kind, r.name.as_deref(), r.id);
+                        k.insert(*kind, Some(&r.id.to_string()), r.id);
+                    }
+                }
+                EntityKind::Consumer => {
+                    for c in self.consumers.iter().filter(|c| has(&c.tags, tags)) {
+                        k.insert(*kind, c.username.as_deref(), c.id);
+                        k.insert(*kind, c.custom_id.as_deref(), c.id);
+                        k.insert(*kind, Some(&c.id.to_string()), c.id);
+                    }
+                }
+                _ => {}
+            }
         }
         k
     }

@@ -121,6 +121,7 @@ struct Collected {
 /// Ids and unique names of one kind.
 #[derive(Default)]
 struct Index {
+    kind: Option<EntityKind>,
     ids: Vec<Uuid>,
     by_id: HashMap<Uuid, usize>,
     by_name: HashMap<String, usize>,
@@ -138,6 +139,11 @@ impl Index {
 struct Checker<'a> {
     docs: &'a [Document],
     problems: Vec<Problem>,
+    /// `_info.default_lookup_tags`: the kinds whose references may name entities kept on
+    /// the node rather than in the files, and the tags those carry.
+    lookup_tags: HashMap<EntityKind, Vec<String>>,
+    /// The node's entities with those tags (None offline: such references are trusted).
+    lookup: Option<&'a Known>,
 }
 
 impl Checker<'_> {
@@ -149,6 +155,7 @@ impl Checker<'_> {
             .unwrap_or_default();
         self.problems.push(Problem {
             file,
+            line: None,
             path: path.to_owned(),
             message: message.into(),
         });
@@ -380,7 +387,50 @@ impl Checker<'_> {
                         }
                     }
                 }
-                _ => self.problem(file, &path, "unknown key; expected select_tags or defaults"),
+                "default_lookup_tags" => self.lookup_tags(file, &path, value),
+                _ => self.problem(
+                    file,
+                    &path,
+                    "unknown key; expected select_tags, defaults or default_lookup_tags",
+                ),
+            }
+        }
+    }
+
+    fn lookup_tags(&mut self, file: usize, path: &str, value: Value) {
+        let Value::Object(kinds) = value else {
+            self.problem(file, path, "expected an object");
+            return;
+        };
+        for (kind, tags) in kinds {
+            let at = format!("{path}.{kind}");
+            let kind = match kind.as_str() {
+                "services" => EntityKind::Service,
+                "routes" => EntityKind::Route,
+                "consumers" => EntityKind::Consumer,
+                "consumer_groups" => {
+                    self.problem(file, &at, "not supported by Gatehouse yet");
+                    continue;
+                }
+                _ => {
+                    self.problem(
+                        file,
+                        &at,
+                        "unknown key; expected services, routes or consumers",
+                    );
+                    continue;
+                }
+            };
+            let tags: Option<Vec<String>> = tags.as_array().and_then(|a| {
+                a.iter()
+                    .map(|t| t.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                    .collect()
+            });
+            match tags {
+                Some(tags) if !tags.is_empty() => {
+                    self.lookup_tags.entry(kind).or_default().extend(tags);
+                }
+                _ => self.problem(file, &at, "expected a non-empty array of non-empty strings"),
             }
         }
     }
@@ -471,7 +521,10 @@ impl Checker<'_> {
         keys: &[&str],
         known: &Known,
     ) -> Index {
-        let mut index = Index::default();
+        let mut index = Index {
+            kind: Some(kind),
+            ..Index::default()
+        };
         let mut seen: HashMap<String, String> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let id = match item.body.get("id") {
@@ -507,7 +560,12 @@ impl Checker<'_> {
                     Uuid::new_v4()
                 }
             };
-            if let Some(first) = index.by_id.insert(id, i) {
+            // Ids derived from one name collide when the name does: that is reported once, as
+            // the name.
+            let given = item.body.get("id").is_some_and(|v| !v.is_null());
+            if let Some(first) = index.by_id.insert(id, i)
+                && given
+            {
                 let other = items[first].path.clone();
                 self.problem(
                     item.file,
@@ -573,15 +631,58 @@ impl Checker<'_> {
             }
         };
         let found = index.find(&key).and_then(|i| index.ids.get(i).copied());
-        if found.is_none() {
+        if found.is_some() {
+            return found;
+        }
+        let lookup = index
+            .kind
+            .and_then(|k| Some((k, self.lookup_tags.get(&k)?.clone())));
+        let Some((entity_kind, tags)) = lookup else {
             self.problem(
                 item.file,
                 &format!("{}.{field}", item.path),
                 format!("no {kind} '{key}' in the files"),
             );
+            return None;
+        };
+        match self.lookup {
+            // Offline, an entity kept on the node cannot be checked: it is taken on trust.
+            None => Some(derived_id(entity_kind, &key)),
+            Some(node) => {
+                let found = node.get(entity_kind, &key);
+                if found.is_none() {
+                    self.problem(
+                        item.file,
+                        &format!("{}.{field}", item.path),
+                        format!(
+                            "no {kind} '{key}' in the files, nor on the node with the tags {tags:?} (_info.default_lookup_tags)"
+                        ),
+                    );
+                }
+                found
+            }
         }
-        found
     }
+}
+
+/// `problems` with the line of each path in its file.
+fn with_lines(mut problems: Vec<Problem>, docs: &[Document]) -> Vec<Problem> {
+    for doc in docs {
+        if !problems
+            .iter()
+            .any(|p| p.file == doc.file && p.line.is_none())
+        {
+            continue;
+        }
+        let lines = crate::lines::lines(&doc.text);
+        for p in problems
+            .iter_mut()
+            .filter(|p| p.file == doc.file && p.line.is_none() && !p.path.is_empty())
+        {
+            p.line = crate::lines::line_of(&lines, &p.path);
+        }
+    }
+    problems
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {
@@ -607,6 +708,9 @@ pub struct Options {
     /// `--select-tag`: the tags marking the entities the files manage. Files that name their
     /// own (`_info.select_tags`) must name the same.
     pub select_tags: Vec<String>,
+    /// The node's entities that references may name under `_info.default_lookup_tags`
+    /// ([`State::lookup`]); None offline.
+    pub lookup: Option<Known>,
 }
 
 /// Checks `docs` as one configuration and resolves it into entities with ids, references
@@ -620,6 +724,8 @@ pub fn resolve(
     let mut c = Checker {
         docs,
         problems: Vec::new(),
+        lookup_tags: HashMap::new(),
+        lookup: options.lookup.as_ref(),
     };
     let mut found = Collected::default();
     c.collect(&mut found);
@@ -704,6 +810,7 @@ pub fn resolve(
     let mut state = State {
         select_tags: select_tags.clone(),
         control_plane,
+        lookup_tags: c.lookup_tags.clone().into_iter().collect(),
         ..State::default()
     };
     for (item, id) in ca_certificates.iter().zip(&ca_index.ids) {
@@ -846,7 +953,7 @@ pub fn resolve(
         state.add_tags(&select_tags);
         Ok(state)
     } else {
-        Err(c.problems)
+        Err(with_lines(c.problems, docs))
     }
 }
 

@@ -36,8 +36,8 @@ pub enum ConfigCommand {
 /// The state files a command reads.
 #[derive(Args)]
 pub struct StateArgs {
-    /// A state file, YAML or JSON; `-` reads standard input. Repeat to merge several files
-    /// [default: kong.yaml].
+    /// A state file, YAML or JSON, or a directory of them (read recursively); `-` reads
+    /// standard input. Repeat to merge several [default: kong.yaml].
     #[arg(short = 's', long = "state")]
     state: Vec<String>,
 }
@@ -177,10 +177,22 @@ fn load(args: &StateArgs) -> Result<Vec<Document>> {
     } else {
         args.state.clone()
     };
+    let mut expanded = Vec::with_capacity(files.len());
+    for file in files {
+        if file != "-" && std::path::Path::new(&file).is_dir() {
+            let found = state_files_in(std::path::Path::new(&file))?;
+            if found.is_empty() {
+                bail!("{file}: no .yaml, .yml or .json files in the directory");
+            }
+            expanded.extend(found);
+        } else {
+            expanded.push(file);
+        }
+    }
     let env = |name: &str| std::env::var(name).ok();
-    let mut docs = Vec::with_capacity(files.len());
+    let mut docs = Vec::with_capacity(expanded.len());
     let mut problems = Vec::new();
-    for file in &files {
+    for file in &expanded {
         let bytes = read(file)?;
         match gatehouse_declarative::load(file, &bytes, &env) {
             Ok(doc) => docs.push(doc),
@@ -189,6 +201,33 @@ fn load(args: &StateArgs) -> Result<Vec<Document>> {
     }
     report(&problems)?;
     Ok(docs)
+}
+
+/// The state files in `dir` and the directories under it (`.yaml`, `.yml`, `.json`, as decK
+/// reads a directory given as `-s`), sorted by path so merges are repeatable.
+fn state_files_in(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?;
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("cannot read {}", d.display()))?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+            {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn resolve(docs: &[Document], options: &Options) -> Result<State> {
@@ -229,12 +268,16 @@ async fn sync(args: SyncArgs, apply: bool) -> Result<()> {
         },
     )?;
     let client = Client::connect(&target(&args.node, offline.control_plane.as_deref())).await?;
-    let current = managed(&client, &args.selection, &offline.select_tags).await?;
+    let mut current = client.state().await?;
+    // Entities kept on the node that the files may refer to (`default_lookup_tags`).
+    let lookup = (!offline.lookup_tags.is_empty()).then(|| current.lookup(&offline.lookup_tags));
+    current.select(&offline.select_tags, args.selection.skip_consumers);
     let mut wanted = resolve(
         &docs,
         &Options {
             known: current.known(),
             select_tags: args.selection.select_tags.clone(),
+            lookup,
         },
     )?;
     wanted.select(&[], args.selection.skip_consumers);

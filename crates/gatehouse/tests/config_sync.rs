@@ -255,6 +255,21 @@ async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
         .collect();
     assert_eq!(names, ["hand-made", "svc-a"]);
 
+    // Another team's file routes to team A's service, kept on the node, through
+    // default_lookup_tags; its sync leaves team A's entities alone.
+    let team_b = dir.file(
+        "team-b.yaml",
+        "_format_version: \"3.0\"\n_info:\n  select_tags: [team-b]\n  default_lookup_tags:\n    services: [team-a]\nroutes:\n  - name: route-b\n    paths: [\"/b\"]\n    service: {name: svc-a}\n",
+    );
+    assert_eq!(status(&http, format!("{}/b", node.proxy)).await, 404);
+    let out = ok(&config(&node, &["sync", "-s", &team_b], &[]).await);
+    assert_eq!(out, format!("creating route route-b\n{}", summary(1, 0, 0)));
+    assert_eq!(status(&http, format!("{}/b", node.proxy)).await, 200);
+    let out = config(&node, &["diff", "-s", &file, "--non-zero-exit-code"], &env).await;
+    assert_eq!(ok(&out), summary(0, 0, 0));
+    let out = config(&node, &["reset", "--select-tag", "team-b", "--force"], &[]).await;
+    assert!(ok(&out).ends_with(&summary(0, 0, 1)), "{}", stdout(&out));
+
     // reset wants --force; with a select tag it deletes only the tagged entities.
     let out = config(&node, &["reset", "--select-tag", "team-a"], &[]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -319,7 +334,7 @@ async fn a_bad_file_changes_nothing_and_a_killed_sync_is_completed_by_the_next()
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("bad.yaml: services[2].routes[0]: paths:"),
+        err.contains("bad.yaml:16: services[2].routes[0]: paths:"),
         "{err}"
     );
     assert_eq!(count(&http, &node, "services").await, 0);

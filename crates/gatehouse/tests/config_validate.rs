@@ -90,7 +90,7 @@ fn a_valid_file_passes_and_a_broken_one_lists_its_problems() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "{good}: line 4: environment variable 'DECK_UPSTREAM_HOST' present in state file but not set"
+            "{good}:4: environment variable 'DECK_UPSTREAM_HOST' present in state file but not set"
         )),
         "{err}"
     );
@@ -122,12 +122,12 @@ routes:
     let err = String::from_utf8_lossy(&out.stderr);
     for line in [
         format!(
-            "{broken}: services[0].routes[0]: paths: should start with: / (fixed path) or ~/ (regex path)"
+            "{broken}:6: services[0].routes[0]: paths: should start with: / (fixed path) or ~/ (regex path)"
         ),
         format!(
-            "{broken}: services[0].routes[0].plugins[0]: name: plugin 'no-such-plugin' not enabled; add it to the 'plugins' configuration property"
+            "{broken}:8: services[0].routes[0].plugins[0]: name: plugin 'no-such-plugin' not enabled; add it to the 'plugins' configuration property"
         ),
-        format!("{other}: routes[0].service: no service 'missing' in the files"),
+        format!("{other}:5: routes[0].service: no service 'missing' in the files"),
         "gatehouse: 3 problems in the state files".to_owned(),
     ] {
         assert!(
@@ -157,7 +157,7 @@ fn standard_input_syntax_errors_and_oversized_files() {
     );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("-: line 4: invalid YAML or JSON"), "{err}");
+    assert!(err.starts_with("-:4: invalid YAML or JSON"), "{err}");
 
     let dir = Scratch::new();
     let mut big = b"_format_version: \"3.0\"\n".to_vec();
@@ -171,4 +171,36 @@ fn standard_input_syntax_errors_and_oversized_files() {
     let out = validate(&["-s", "/nonexistent/kong.yaml"], &[], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/kong.yaml"));
+}
+
+#[test]
+fn a_directory_reads_its_state_files_recursively() {
+    let dir = Scratch::new();
+    std::fs::create_dir_all(dir.0.join("config/teams")).unwrap();
+    dir.file(
+        "config/services.yaml",
+        b"_format_version: \"3.0\"\nservices:\n  - name: svc\n    host: example.com\n",
+    );
+    dir.file(
+        "config/teams/routes.json",
+        br#"{"_format_version": "3.0", "routes": [{"name": "r", "paths": ["/r"], "service": {"name": "svc"}}]}"#,
+    );
+    // Not a state file: skipped.
+    dir.file("config/README.md", b"# not YAML: {{{");
+    let config = dir.0.join("config");
+    let out = validate(&["-s", config.to_str().unwrap()], &[], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The route's file alone does not find its service: the directory really merged both.
+    let routes = dir.0.join("config/teams/routes.json");
+    let out = validate(&["-s", routes.to_str().unwrap()], &[], None);
+    assert_eq!(out.status.code(), Some(1));
+    // A directory without state files is an error, not an empty configuration.
+    std::fs::create_dir_all(dir.0.join("empty")).unwrap();
+    let out = validate(&["-s", dir.0.join("empty").to_str().unwrap()], &[], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no .yaml, .yml or .json files"));
 }

@@ -157,3 +157,73 @@ fn select_tags_tag_the_files_entities_and_limit_what_the_node_side_holds() {
         errs[0]
     );
 }
+
+#[test]
+fn default_lookup_tags_find_services_kept_on_the_node() {
+    let team_b = r#"
+_format_version: "3.0"
+_info:
+  select_tags: [team-b]
+  default_lookup_tags:
+    services: [shared]
+routes:
+  - name: route-b
+    paths: ["/b"]
+    service: {name: svc}
+"#;
+    // Offline the service cannot be checked, and is taken on trust.
+    let offline = state(team_b, &Options::default());
+    assert_eq!(
+        offline.lookup_tags,
+        vec![(EntityKind::Service, vec!["shared".to_owned()])]
+    );
+
+    // On a node that has it with the tag, the route points at the node's service.
+    let mut node = state(FILE, &Options::default());
+    node.services[0].tags = Some(vec!["shared".into()]);
+    let options = Options {
+        lookup: Some(node.lookup(&offline.lookup_tags)),
+        ..Options::default()
+    };
+    let target = state(team_b, &options);
+    assert_eq!(
+        target.routes[0].service.map(|f| f.id),
+        Some(node.services[0].id)
+    );
+    // By id too.
+    let by_id = team_b.replace("{name: svc}", &format!("{{id: {}}}", node.services[0].id));
+    let target = state(&by_id, &options);
+    assert_eq!(
+        target.routes[0].service.map(|f| f.id),
+        Some(node.services[0].id)
+    );
+
+    // Without the tag it is not found, and the problem says where it was looked for.
+    node.services[0].tags = None;
+    let options = Options {
+        lookup: Some(node.lookup(&offline.lookup_tags)),
+        ..Options::default()
+    };
+    let errs = resolve(&docs(team_b), &gatehouse_plugins::registry(), &options).unwrap_err();
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("no service 'svc' in the files, nor on the node with the tags [\"shared\"]"),
+        "{}",
+        errs[0]
+    );
+    // And a reference of a kind without lookup tags still must be in the files.
+    let errs = resolve(
+        &docs(&team_b.replace("services: [shared]", "routes: [shared]")),
+        &gatehouse_plugins::registry(),
+        &options,
+    )
+    .unwrap_err();
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("no service 'svc' in the files"),
+        "{}",
+        errs[0]
+    );
+}

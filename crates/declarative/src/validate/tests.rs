@@ -71,25 +71,25 @@ whatever: 1
 "#;
     let errs = check(&[("bad.yaml", bad)]).unwrap_err();
     let want = [
-        "bad.yaml: services[1].name: 'a' is also the name of services[0]",
-        "bad.yaml: services[0]: port: value should be between 0 and 65535",
-        "bad.yaml: services[0].routes[1].name: 'r' is also the name of services[0].routes[0]",
-        "bad.yaml: services[0].routes[0]: paths: should start with: / (fixed path) or ~/ (regex path)",
-        "bad.yaml: services[0].routes[1]: protocols: these sets are mutually exclusive: ('http', 'https'), ('ws', 'wss')",
-        "bad.yaml: upstreams: not supported by Gatehouse yet",
+        "bad.yaml:16: services[1].name: 'a' is also the name of services[0]",
+        "bad.yaml:4: services[0]: port: value should be between 0 and 65535",
+        "bad.yaml:10: services[0].routes[1].name: 'r' is also the name of services[0].routes[0]",
+        "bad.yaml:8: services[0].routes[0]: paths: should start with: / (fixed path) or ~/ (regex path)",
+        "bad.yaml:10: services[0].routes[1]: protocols: these sets are mutually exclusive: ('http', 'https'), ('ws', 'wss')",
+        "bad.yaml:18: upstreams: not supported by Gatehouse yet",
     ];
     for w in want {
         assert!(errs.iter().any(|e| e == w), "missing {w:?} in {errs:#?}");
     }
     assert!(
         errs.iter()
-            .any(|e| e.starts_with("bad.yaml: whatever: unknown key")),
+            .any(|e| e.starts_with("bad.yaml:19: whatever: unknown key")),
         "{errs:#?}"
     );
     // The plugin's own schema runs too: its required fields are named under config.
     assert!(
         errs.iter()
-            .any(|e| e.starts_with("bad.yaml: services[0].routes[1].plugins[0]: config.")),
+            .any(|e| e.starts_with("bad.yaml:14: services[0].routes[1].plugins[0]: config.")),
         "{errs:#?}"
     );
 }
@@ -130,9 +130,9 @@ plugins:
     assert_eq!(
         errs,
         [
-            "routes.yaml: routes[2].service: no service 'nowhere' in the files",
-            "routes.yaml: plugins[1]: plugin 'request-termination' is configured twice on the same service, route and consumer (also plugins[0])",
-            "routes.yaml: plugins[2].consumer: no consumer 'nobody' in the files",
+            "routes.yaml:12: routes[2].service: no service 'nowhere' in the files",
+            "routes.yaml:17: plugins[1]: plugin 'request-termination' is configured twice on the same service, route and consumer (also plugins[0])",
+            "routes.yaml:22: plugins[2].consumer: no consumer 'nobody' in the files",
         ],
         "{errs:#?}"
     );
@@ -170,12 +170,12 @@ fn the_file_keys_are_checked_and_defaults_fill_absent_fields() {
     .unwrap_err();
     assert!(
         errs.iter()
-            .any(|e| e == "b.yaml: _format_version: '1.1' differs from '3.0' in a.yaml"),
+            .any(|e| e == "b.yaml:1: _format_version: '1.1' differs from '3.0' in a.yaml"),
         "{errs:#?}"
     );
     assert!(
         errs.iter()
-            .any(|e| e.starts_with("b.yaml: _workspace: Gatehouse has control planes")),
+            .any(|e| e.starts_with("b.yaml:2: _workspace: Gatehouse has control planes")),
         "{errs:#?}"
     );
     // `_info.defaults.service.port` fills a service without a port; its bad value is then
@@ -196,7 +196,7 @@ services:
     let errs = check(&[("d.yaml", with_defaults)]).unwrap_err();
     assert_eq!(
         errs,
-        ["d.yaml: services[0]: port: value should be between 0 and 65535"]
+        ["d.yaml:8: services[0]: port: value should be between 0 and 65535"]
     );
 }
 
@@ -213,7 +213,7 @@ fn certificates_list_their_snis_as_decks_objects() {
     let errs = check(&[("c.yaml", &file)]).unwrap_err();
     assert_eq!(
         errs,
-        ["c.yaml: certificates[1].snis: 'a.example.com' is also an SNI of certificates[0]"]
+        ["c.yaml:39: certificates[1].snis: 'a.example.com' is also an SNI of certificates[0]"]
     );
 }
 
