@@ -40,17 +40,7 @@ fn sort_key(m: &Map<String, Value>, keys: &[&str]) -> String {
 /// `state` as a decK state file.
 pub fn dump(state: &State, opts: &DumpOptions) -> Value {
     // How a top-level plugin refers to an entity: its name, else its id.
-    let mut refs: HashMap<Uuid, String> = HashMap::new();
-    for s in &state.services {
-        refs.insert(s.id, s.name.clone().unwrap_or_else(|| s.id.to_string()));
-    }
-    for r in &state.routes {
-        refs.insert(r.id, r.name.clone().unwrap_or_else(|| r.id.to_string()));
-    }
-    for c in &state.consumers {
-        let n = c.username.clone().or_else(|| c.custom_id.clone());
-        refs.insert(c.id, n.unwrap_or_else(|| c.id.to_string()));
-    }
+    let refs = state.names();
 
     // Plugins go under their one scope, or at the top level with references.
     let mut nested: HashMap<Uuid, Vec<Map<String, Value>>> = HashMap::new();

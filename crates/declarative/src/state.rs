@@ -148,6 +148,12 @@ pub fn sorted(value: Value) -> Value {
     }
 }
 
+/// Whether `have` carries every one of `want`.
+fn has_tags(have: &Option<Vec<String>>, want: &[String]) -> bool {
+    want.iter()
+        .all(|w| have.as_ref().is_some_and(|have| have.contains(w)))
+}
+
 fn body_of<T: Serialize>(entity: &T) -> Map<String, Value> {
     let mut body = match serde_json::to_value(entity) {
         Ok(Value::Object(m)) => m,
@@ -267,10 +273,7 @@ impl State {
     /// carry all of its tags), by name and by id.
     pub fn lookup(&self, lookup_tags: &[(EntityKind, Vec<String>)]) -> Known {
         let mut k = Known::default();
-        let has = |t: &Option<Vec<String>>, want: &[String]| {
-            want.iter()
-                .all(|w| t.as_ref().is_some_and(|have| have.contains(w)))
-        };
+        let has = has_tags;
         for (kind, tags) in lookup_tags {
             match kind {
                 EntityKind::Service => {
@@ -301,10 +304,7 @@ impl State {
     /// Keeps only the entities carrying every one of `tags` (all of them when empty), and
     /// without consumers (and the plugins scoped to one) when `skip_consumers`.
     pub fn select(&mut self, tags: &[String], skip_consumers: bool) {
-        fn has(t: &Option<Vec<String>>, tags: &[String]) -> bool {
-            tags.iter()
-                .all(|want| t.as_ref().is_some_and(|have| have.contains(want)))
-        }
+        let has = has_tags;
         self.services.retain(|e| has(&e.tags, tags));
         self.routes.retain(|e| has(&e.tags, tags));
         self.consumers
@@ -345,6 +345,23 @@ impl State {
             .for_each(|e| add(&mut e.tags, tags));
     }
 
+    /// How a service, route or consumer is named in output and in references: its name (a
+    /// consumer's username, else its custom id), else its id.
+    pub fn names(&self) -> HashMap<Uuid, String> {
+        let mut names = HashMap::new();
+        for s in &self.services {
+            names.insert(s.id, s.name.clone().unwrap_or_else(|| s.id.to_string()));
+        }
+        for r in &self.routes {
+            names.insert(r.id, r.name.clone().unwrap_or_else(|| r.id.to_string()));
+        }
+        for c in &self.consumers {
+            let n = c.username.clone().or_else(|| c.custom_id.clone());
+            names.insert(c.id, n.unwrap_or_else(|| c.id.to_string()));
+        }
+        names
+    }
+
     /// How many entities of each kind it holds.
     pub fn summary(&self) -> crate::Summary {
         crate::Summary {
@@ -361,19 +378,8 @@ impl State {
     /// Every entity in the Admin API's form, kinds in [`KINDS`] order. `names` labels the
     /// entities a plugin or route refers to (this state's own, plus `others`).
     pub fn entities(&self, others: &State) -> Vec<Entity> {
-        let mut names: HashMap<Uuid, String> = HashMap::new();
-        for st in [others, self] {
-            for s in &st.services {
-                names.insert(s.id, s.name.clone().unwrap_or_else(|| s.id.to_string()));
-            }
-            for r in &st.routes {
-                names.insert(r.id, r.name.clone().unwrap_or_else(|| r.id.to_string()));
-            }
-            for c in &st.consumers {
-                let n = c.username.clone().or_else(|| c.custom_id.clone());
-                names.insert(c.id, n.unwrap_or_else(|| c.id.to_string()));
-            }
-        }
+        let mut names = others.names();
+        names.extend(self.names());
         let name = |id: Uuid| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
         let mut out = Vec::new();
         let entity = |kind: EntityKind, id: Uuid, label: String, body| Entity {

@@ -7,39 +7,11 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node, admin, client};
+use common::{ADMIN_TOKEN, Node, Scratch, admin, client};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("gatehouse-sync-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, content: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn command(node: &Node, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
@@ -346,7 +318,7 @@ async fn a_bad_file_changes_nothing_and_a_killed_sync_is_completed_by_the_next()
 
     // A sync killed after some of its calls.
     const N: usize = 1500;
-    let file = dir.file("many.yaml", &many(N, &up));
+    let file = dir.file("many.yaml", many(N, &up));
     let mut child = command(&node, &["sync", "-s", &file, "--parallelism", "1"], &[])
         .spawn()
         .unwrap();
