@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node, Scratch, admin, client};
+use common::{ADMIN_TOKEN, Node, Scratch, admin, get_status, serve_with_echo};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::{Output, Stdio};
@@ -51,10 +51,6 @@ fn summary(created: usize, updated: usize, deleted: usize) -> String {
     format!("Summary:\n  Created: {created}\n  Updated: {updated}\n  Deleted: {deleted}\n")
 }
 
-async fn status(http: &reqwest::Client, url: String) -> u16 {
-    http.get(url).send().await.unwrap().status().as_u16()
-}
-
 const TEAM_A: &str = r#"_format_version: "3.0"
 _info:
   select_tags: [team-a]
@@ -76,12 +72,7 @@ consumers:
 
 #[tokio::test]
 async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
-    let upstream = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let node = Node::start("serve", None, &[]);
-    let http = client();
-    node.ready(&http).await;
+    let (upstream, node, http) = serve_with_echo().await;
     let dir = Scratch::new();
     let up = upstream.addr.to_string();
     let env = [("DECK_UPSTREAM", up.as_str())];
@@ -101,8 +92,8 @@ async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
         ],
     )
     .await;
-    assert_eq!(status(&http, format!("{}/hand", node.proxy)).await, 200);
-    assert_eq!(status(&http, format!("{}/a", node.proxy)).await, 404);
+    assert_eq!(get_status(&http, format!("{}/hand", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/a", node.proxy)).await, 404);
 
     let file = dir.file("kong.yaml", TEAM_A);
     let out = config(&node, &["diff", "-s", &file], &env).await;
@@ -117,7 +108,7 @@ async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
     let out = config(&node, &["diff", "-s", &file, "--non-zero-exit-code"], &env).await;
     assert_eq!(out.status.code(), Some(2), "changes pending");
     // A diff changes nothing.
-    assert_eq!(status(&http, format!("{}/a", node.proxy)).await, 404);
+    assert_eq!(get_status(&http, format!("{}/a", node.proxy)).await, 404);
 
     let out = config(&node, &["sync", "-s", &file], &env).await;
     assert!(ok(&out).ends_with(&summary(5, 0, 0)), "{}", stdout(&out));
@@ -129,8 +120,8 @@ async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["url"], format!("http://{up}/anything/x"));
-    assert_eq!(status(&http, format!("{}/t", node.proxy)).await, 418);
-    assert_eq!(status(&http, format!("{}/hand", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/t", node.proxy)).await, 418);
+    assert_eq!(get_status(&http, format!("{}/hand", node.proxy)).await, 200);
     // The file's entities carry its select tag; the hand-made ones stay untagged.
     let (_, svc) = admin(
         &http,
@@ -174,7 +165,7 @@ async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
         "{diff}"
     );
     ok(&config(&node, &["sync", "-s", &file], &env).await);
-    assert_eq!(status(&http, format!("{}/t", node.proxy)).await, 419);
+    assert_eq!(get_status(&http, format!("{}/t", node.proxy)).await, 419);
     let (s, _) = admin(
         &http,
         Method::GET,
@@ -233,10 +224,10 @@ async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
         "team-b.yaml",
         "_format_version: \"3.0\"\n_info:\n  select_tags: [team-b]\n  default_lookup_tags:\n    services: [team-a]\nroutes:\n  - name: route-b\n    paths: [\"/b\"]\n    service: {name: svc-a}\n",
     );
-    assert_eq!(status(&http, format!("{}/b", node.proxy)).await, 404);
+    assert_eq!(get_status(&http, format!("{}/b", node.proxy)).await, 404);
     let out = ok(&config(&node, &["sync", "-s", &team_b], &[]).await);
     assert_eq!(out, format!("creating route route-b\n{}", summary(1, 0, 0)));
-    assert_eq!(status(&http, format!("{}/b", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/b", node.proxy)).await, 200);
     let out = config(&node, &["diff", "-s", &file, "--non-zero-exit-code"], &env).await;
     assert_eq!(ok(&out), summary(0, 0, 0));
     let out = config(&node, &["reset", "--select-tag", "team-b", "--force"], &[]).await;
@@ -245,11 +236,11 @@ async fn sync_serves_the_file_diff_shows_changes_and_dump_round_trips() {
     // reset wants --force; with a select tag it deletes only the tagged entities.
     let out = config(&node, &["reset", "--select-tag", "team-a"], &[]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(status(&http, format!("{}/a", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/a", node.proxy)).await, 200);
     let out = config(&node, &["reset", "--select-tag", "team-a", "--force"], &[]).await;
     assert!(ok(&out).ends_with(&summary(0, 0, 4)), "{}", stdout(&out));
-    assert_eq!(status(&http, format!("{}/a", node.proxy)).await, 404);
-    assert_eq!(status(&http, format!("{}/hand", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/a", node.proxy)).await, 404);
+    assert_eq!(get_status(&http, format!("{}/hand", node.proxy)).await, 200);
 }
 
 /// `n` services, each with a route.
@@ -290,12 +281,7 @@ async fn count(http: &reqwest::Client, node: &Node, kind: &str) -> usize {
 
 #[tokio::test]
 async fn a_bad_file_changes_nothing_and_a_killed_sync_is_completed_by_the_next() {
-    let upstream = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let node = Node::start("serve", None, &[]);
-    let http = client();
-    node.ready(&http).await;
+    let (upstream, node, http) = serve_with_echo().await;
     let dir = Scratch::new();
     let up = upstream.addr.to_string();
 
@@ -354,5 +340,5 @@ async fn a_bad_file_changes_nothing_and_a_killed_sync_is_completed_by_the_next()
         summary(0, 0, 0)
     );
     let last = format!("{}/s{}", node.proxy, N - 1);
-    assert_eq!(status(&http, last).await, 200);
+    assert_eq!(get_status(&http, last).await, 200);
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node, admin, client};
+use common::{ADMIN_TOKEN, Node, admin, client, get_status};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -58,10 +58,6 @@ async fn post_config(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn status(http: &reqwest::Client, url: String) -> u16 {
-    http.get(url).send().await.unwrap().status().as_u16()
-}
-
 #[tokio::test]
 async fn dbless_serves_its_file_refuses_writes_and_swaps_configs_under_load() {
     let upstream = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
@@ -81,10 +77,10 @@ async fn dbless_serves_its_file_refuses_writes_and_swaps_configs_under_load() {
     node.ready(&http).await;
 
     // The file is served.
-    assert_eq!(status(&http, format!("{}/a", node.proxy)).await, 200);
-    assert_eq!(status(&http, format!("{}/b", node.proxy)).await, 200);
-    assert_eq!(status(&http, format!("{}/t", node.proxy)).await, 418);
-    assert_eq!(status(&http, format!("{}/c", node.proxy)).await, 404);
+    assert_eq!(get_status(&http, format!("{}/a", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/b", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/t", node.proxy)).await, 418);
+    assert_eq!(get_status(&http, format!("{}/c", node.proxy)).await, 404);
 
     // Writes other than POST /config are Kong's 405.
     let (s, body) = admin(
@@ -143,8 +139,8 @@ async fn dbless_serves_its_file_refuses_writes_and_swaps_configs_under_load() {
     assert_eq!(f["entity_type"], "route", "{body}");
     assert_eq!(f["entity_name"], "c");
     assert_eq!(f["errors"][0]["field"], "paths");
-    assert_eq!(status(&http, format!("{}/t", node.proxy)).await, 418);
-    assert_eq!(status(&http, format!("{}/b", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/t", node.proxy)).await, 418);
+    assert_eq!(get_status(&http, format!("{}/b", node.proxy)).await, 200);
     let (s, body) = post_config(&http, &node, "services: [".into(), false).await;
     assert_eq!((s, &body["code"]), (400, &json!(14)), "{body}");
 
@@ -185,10 +181,16 @@ async fn dbless_serves_its_file_refuses_writes_and_swaps_configs_under_load() {
         assert_eq!(s, 201, "{body}");
         assert_eq!(body["created"], 1, "{body}");
         assert_eq!(body["deleted"], 1, "{body}");
-        assert_eq!(status(&http, format!("{}/{extra}", node.proxy)).await, 200);
+        assert_eq!(
+            get_status(&http, format!("{}/{extra}", node.proxy)).await,
+            200
+        );
         let gone = if extra == "b" { "c" } else { "b" };
-        assert_eq!(status(&http, format!("{}/{gone}", node.proxy)).await, 404);
-        assert_eq!(status(&http, format!("{}/t", node.proxy)).await, code);
+        assert_eq!(
+            get_status(&http, format!("{}/{gone}", node.proxy)).await,
+            404
+        );
+        assert_eq!(get_status(&http, format!("{}/t", node.proxy)).await, code);
     }
     stop.store(true, Ordering::Relaxed);
     for task in load {
@@ -224,23 +226,21 @@ async fn with_a_database_post_config_replaces_a_named_control_plane() {
     let cp = list["data"][0]["id"].as_str().unwrap().to_owned();
     let base = format!("{}/v2/control-planes/{cp}/core-entities", node.admin);
     // Made through the API: POST /config replaces it, as it replaces everything.
-    let (s, _) = admin(
+    node.create_all(
         &http,
-        Method::POST,
-        format!("{base}/services"),
-        Some(json!({"name": "old", "url": format!("http://{up}")})),
+        &[
+            (
+                &format!("/v2/control-planes/{cp}/core-entities/services"),
+                json!({"name": "old", "url": format!("http://{up}")}),
+            ),
+            (
+                &format!("/v2/control-planes/{cp}/core-entities/services/old/routes"),
+                json!({"paths": ["/old"]}),
+            ),
+        ],
     )
     .await;
-    assert_eq!(s, 201);
-    let (s, _) = admin(
-        &http,
-        Method::POST,
-        format!("{base}/services/old/routes"),
-        Some(json!({"paths": ["/old"]})),
-    )
-    .await;
-    assert_eq!(s, 201);
-    assert_eq!(status(&http, format!("{}/old", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/old", node.proxy)).await, 200);
 
     let r = http
         .post(format!("{base}/config"))
@@ -252,9 +252,9 @@ async fn with_a_database_post_config_replaces_a_named_control_plane() {
     assert_eq!(r.status(), 201);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body, json!({"created": 5, "updated": 0, "deleted": 2}));
-    assert_eq!(status(&http, format!("{}/old", node.proxy)).await, 404);
-    assert_eq!(status(&http, format!("{}/b", node.proxy)).await, 200);
-    assert_eq!(status(&http, format!("{}/t", node.proxy)).await, 418);
+    assert_eq!(get_status(&http, format!("{}/old", node.proxy)).await, 404);
+    assert_eq!(get_status(&http, format!("{}/b", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/t", node.proxy)).await, 418);
     // The default control plane (the Kong paths') is another one, untouched.
     let (s, body) = admin(&http, Method::GET, format!("{}/services", node.admin), None).await;
     assert_eq!((s, body["data"].as_array().unwrap().len()), (200, 0));
@@ -267,5 +267,5 @@ async fn with_a_database_post_config_replaces_a_named_control_plane() {
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(status(&http, format!("{}/z", node.proxy)).await, 200);
+    assert_eq!(get_status(&http, format!("{}/z", node.proxy)).await, 200);
 }

@@ -619,3 +619,19 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The status of `GET url`.
+pub async fn get_status(http: &reqwest::Client, url: String) -> u16 {
+    http.get(url).send().await.unwrap().status().as_u16()
+}
+
+/// An echo upstream and a `serve` node on SQLite, ready.
+pub async fn serve_with_echo() -> (gatehouse_echo::EchoServer, Node, reqwest::Client) {
+    let upstream = gatehouse_echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let node = Node::start("serve", None, &[]);
+    let http = client();
+    node.ready(&http).await;
+    (upstream, node, http)
+}
